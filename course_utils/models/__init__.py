@@ -1,0 +1,11 @@
+"""Models of the course. Each exposes ``forward_features`` / ``forward_head`` where it has a classifier."""
+
+from course_utils.models.resnet import BasicBlock, ResNet, count_weighted_layers, resnet6n2
+
+
+def reference_resnet(num_classes: int = 10, in_channels: int = 1) -> ResNet:
+    """The course's reference Fashion-MNIST model: ResNet-14 (n = 2) with PyTorch's fused BatchNorm."""
+    return resnet6n2(2, num_classes, norm="torch_bn", in_channels=in_channels, widths=(16, 32, 64))
+
+
+__all__ = ["BasicBlock", "ResNet", "count_weighted_layers", "reference_resnet", "resnet6n2"]

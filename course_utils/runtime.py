@@ -1,0 +1,112 @@
+"""Seeding, device and profile selection, and the provenance line every chapter prints.
+
+A *profile* is one switch for the scale of every experiment:
+
+- ``smoke``: tiny subsets and one epoch, so a whole notebook runs in about a minute on 2 CPU cores
+  (nbval and CI use it);
+- ``cpu``: results that teach, each chapter within about 20 minutes on 2 CPU cores;
+- ``gpu``: the full, seed-faithful settings for a student's GPU.
+
+``COURSE_PROFILE`` selects it; when unset, ``gpu`` if CUDA is available, else ``cpu``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import random
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "cpu", "gpu")
+_ENV_VAR = "COURSE_PROFILE"
+
+
+def get_profile(profile: str | None = None) -> str:
+    """Return the active profile: ``profile`` if given, else ``$COURSE_PROFILE``, else a default."""
+    name = profile if profile is not None else os.environ.get(_ENV_VAR, "").strip()
+    if not name:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    name = name.lower()
+    if name not in PROFILES:
+        raise ValueError(
+            f"Unknown profile {name!r}. Valid profiles are {', '.join(PROFILES)}; "
+            f"set {_ENV_VAR}=smoke (fast check), cpu (2-core laptop) or gpu (full experiment)."
+        )
+    return name
+
+
+def by_profile(*, smoke, cpu, gpu, profile: str | None = None):
+    """Return the value for the active profile, e.g. ``by_profile(smoke=1, cpu=8, gpu=50)``."""
+    return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[get_profile(profile)]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and PyTorch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _git_commit() -> str:
+    """Short commit of the course repository, or ``unknown`` outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    threads = torch.get_num_threads()
+    return f"cpu ({platform.machine()}, {threads} threads)"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What ``setup`` decided: the profile, the device and the seed."""
+
+    profile: str
+    device: torch.device
+    seed: int
+    provenance: str
+
+
+def setup(seed: int = 0, profile: str | None = None, data_source: str | None = None, quiet: bool = False) -> Runtime:
+    """Seed everything, pick the device and profile, and print one provenance line.
+
+    Args:
+        seed: seeds Python, NumPy and PyTorch.
+        profile: ``smoke`` | ``cpu`` | ``gpu``; ``None`` reads ``$COURSE_PROFILE``.
+        data_source: where the data came from (e.g. the path ``load_fashion_mnist`` used), printed
+            in the provenance line; ``None`` looks it up without reading the data.
+        quiet: return the line without printing it.
+    """
+    import course_utils
+
+    profile = get_profile(profile)
+    seed_everything(seed)
+    torch.set_flush_denormal(True)  # denormals are slow on x86 CPUs and change nothing we measure
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if data_source is None:
+        from course_utils.data import describe_fashion_mnist_source
+
+        data_source = describe_fashion_mnist_source()
+    line = (
+        f"profile={profile} | device={_device_name(device)} | torch {torch.__version__} | "
+        f"course_utils {course_utils.__version__} | commit {_git_commit()} | "
+        f"{_dt.date.today().isoformat()} | data: {data_source}"
+    )
+    if not quiet:
+        print(line)
+    return Runtime(profile=profile, device=device, seed=seed, provenance=line)
