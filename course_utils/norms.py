@@ -43,10 +43,12 @@ class _AffineNorm(nn.Module):
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)
 
-    def _affine(self, x_hat: torch.Tensor) -> torch.Tensor:
-        if not self.affine:
-            return x_hat
-        return x_hat * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+    def _scale_shift(self, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor) -> torch.Tensor:
+        """``gamma * (x - mean) * invstd + beta`` as one pass over ``x``: ``x * scale + shift``, where
+        ``mean`` and ``invstd`` are ``(N or 1, C)`` (mathematically the same, and autograd differentiates it)."""
+        scale = invstd * self.weight if self.affine else invstd
+        shift = -mean * scale + (self.bias if self.affine else 0)
+        return torch.addcmul(shift[:, :, None, None], x, scale[:, :, None, None])
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != self.num_channels:
@@ -57,11 +59,12 @@ class _AffineNorm(nn.Module):
         return f"{self.num_channels}, eps={self.eps}, affine={self.affine}"
 
 
-def _normalize(x: torch.Tensor, dims: tuple[int, ...], eps: float) -> torch.Tensor:
-    """``(x - mean) / sqrt(var + eps)`` with the biased variance over ``dims``."""
-    mean = x.mean(dims, keepdim=True)
-    var = x.var(dims, unbiased=False, keepdim=True)
-    return (x - mean) * torch.rsqrt(var + eps)
+def _group_stats(x: torch.Tensor, groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-group mean and ``1 / sqrt(var + eps)`` over ``(C / groups, H, W)``, expanded to ``(N, C)``."""
+    N, C = x.shape[:2]
+    var, mean = torch.var_mean(x.reshape(N, groups, -1), 2, unbiased=False)  # (N, groups)
+    invstd = torch.rsqrt(var + eps)
+    return mean.repeat_interleave(C // groups, 1), invstd.repeat_interleave(C // groups, 1)
 
 
 class BatchNorm2d(_AffineNorm):
@@ -88,25 +91,22 @@ class BatchNorm2d(_AffineNorm):
         self.running_var.fill_(1.0)
         self.num_batches_tracked.zero_()
 
-    def _batch_stats(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise with batch statistics and update the running estimates (training mode)."""
-        mean = x.mean((0, 2, 3))
-        var = x.var((0, 2, 3), unbiased=False)
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, 1 / sqrt(var + eps))`` per channel, shaped ``(1, C)``: the batch's in training (updating
+        the running estimates), the running estimates in evaluation."""
+        if not self.training:
+            return self.running_mean[None], torch.rsqrt(self.running_var + self.eps)[None]
+        var, mean = torch.var_mean(x, (0, 2, 3), unbiased=False)
         with torch.no_grad():
             n = x.numel() / x.shape[1]
             self.running_mean.lerp_(mean, self.momentum)
             self.running_var.lerp_(var * n / max(n - 1, 1), self.momentum)
             self.num_batches_tracked += 1
-        return (x - mean[None, :, None, None]) * torch.rsqrt(var[None, :, None, None] + self.eps)
-
-    def _bn(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self._batch_stats(x)
-        return (x - self.running_mean[None, :, None, None]) * torch.rsqrt(self.running_var[None, :, None, None] + self.eps)
+        return mean[None], torch.rsqrt(var + self.eps)[None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        return self._affine(self._bn(x))
+        return self._scale_shift(x, *self._stats(x))
 
 
 class InstanceNorm2d(_AffineNorm):
@@ -119,7 +119,7 @@ class InstanceNorm2d(_AffineNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        return self._affine(_normalize(x, (2, 3), self.eps))
+        return self._scale_shift(x, *_group_stats(x, x.shape[1], self.eps))
 
 
 class LayerNorm2d(_AffineNorm):
@@ -132,7 +132,7 @@ class LayerNorm2d(_AffineNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        return self._affine(_normalize(x, (1, 2, 3), self.eps))
+        return self._scale_shift(x, *_group_stats(x, 1, self.eps))
 
 
 class GroupNorm(_AffineNorm):
@@ -149,9 +149,7 @@ class GroupNorm(_AffineNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
-        N, C, H, W = x.shape
-        x_hat = _normalize(x.reshape(N, self.num_groups, C // self.num_groups, H, W), (2, 3, 4), self.eps)
-        return self._affine(x_hat.reshape(N, C, H, W))
+        return self._scale_shift(x, *_group_stats(x, self.num_groups, self.eps))
 
     def extra_repr(self) -> str:
         return f"{self.num_channels}, num_groups={self.num_groups}, eps={self.eps}, affine={self.affine}"
@@ -179,9 +177,12 @@ class BatchInstanceNorm2d(BatchNorm2d):
         with torch.no_grad():
             if bool(((self.rho < 0) | (self.rho > 1)).any()):  # only after an update left [0, 1]:
                 self.rho.clamp_(0.0, 1.0)  # an unconditional in-place op would break graphs already built
-        rho = self.rho[None, :, None, None]
-        x_hat = rho * self._bn(x) + (1 - rho) * _normalize(x, (2, 3), self.eps)
-        return self._affine(x_hat)
+        bn_mean, bn_invstd = self._stats(x)  # (1, C)
+        in_mean, in_invstd = _group_stats(x, x.shape[1], self.eps)  # (N, C)
+        # rho * (x - m_B) s_B + (1 - rho) * (x - m_I) s_I  ==  (x - mean) * invstd  with:
+        invstd = self.rho * bn_invstd + (1 - self.rho) * in_invstd
+        mean = (self.rho * bn_mean * bn_invstd + (1 - self.rho) * in_mean * in_invstd) / invstd
+        return self._scale_shift(x, mean, invstd)
 
 
 NORMS = {

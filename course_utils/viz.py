@@ -78,3 +78,8 @@ def plot_confusion_matrix(cm, class_names: Sequence[str] | None = None, normaliz
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def book_style(dpi: int = 90) -> None:
+    """Modest-resolution PNG figures with readable fonts, so executed notebooks stay small."""
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": 9, "axes.titlesize": 10})
