@@ -36,10 +36,12 @@ unit: $(STAMP) data
 	COURSE_PROFILE=smoke $(PY) -m pytest -q tests
 
 nbval: $(STAMP) data
-	COURSE_PROFILE=smoke $(PY) -m pytest -q --nbval-lax --nbval-sanitize-with tests/sanitize.cfg chapters/
+	runs=$$(mktemp -d) && COURSE_PROFILE=smoke COURSE_RUNS_DIR=$$runs $(PY) -m pytest -q --nbval-lax \
+		--nbval-sanitize-with tests/sanitize.cfg chapters/; status=$$?; rm -rf $$runs; exit $$status
 
 test: $(STAMP) data
-	COURSE_PROFILE=smoke $(PY) -m pytest -q tests chapters/ --nbval-lax --nbval-sanitize-with tests/sanitize.cfg
+	runs=$$(mktemp -d) && COURSE_PROFILE=smoke COURSE_RUNS_DIR=$$runs $(PY) -m pytest -q tests chapters/ \
+		--nbval-lax --nbval-sanitize-with tests/sanitize.cfg; status=$$?; rm -rf $$runs; exit $$status
 
 execute: $(STAMP) data
 	@test -n "$(CH)" || (echo "usage: make execute CH=01 [PROFILE=cpu]"; exit 2)

@@ -36,6 +36,8 @@ FASHION_CLASSES = (
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
 
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # pixel mean and std of the training images, in [0, 1]
+
 FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),

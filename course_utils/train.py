@@ -249,3 +249,41 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
     if early_stopping is not None and early_stopping.restore_best and early_stopping.best_state is not None:
         model.load_state_dict(early_stopping.best_state)
     return history
+
+
+def sgd_one_cycle(model: torch.nn.Module, lr: float, total_steps: int, weight_decay: float = 5e-4,
+                  momentum: float = 0.9, pct_start: float = 0.25):
+    """SGD with Nesterov momentum and a one-cycle schedule (Smith & Topin 2017): the rate rises linearly to
+    ``lr`` over ``pct_start`` of the steps, then falls linearly to ~0. No weight decay on biases and norm
+    parameters (1-D tensors), as is usual."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
+                                                    pct_start=pct_start, anneal_strategy="linear")
+    return optimizer, scheduler
+
+
+def train_classifier(model: torch.nn.Module, train_data: tuple, val_data: tuple | None, *, epochs: int,
+                     batch_size: int, lr: float, seed: int = 0, weight_decay: float = 5e-4,
+                     label_smoothing: float = 0.0, augment=None, mean: float | None = None,
+                     std: float | None = None, metrics: dict[str, Metric] | None = None,
+                     early_stopping: EarlyStopping | None = None, checkpoint=None, progress: bool | None = None,
+                     verbose: bool = True) -> History:
+    """The course's standard recipe around ``fit``: in-memory loaders, SGD + one-cycle, cross-entropy.
+
+    Args:
+        train_data, val_data: ``(images, labels)`` tensors (uint8 or float images ``(N, C, H, W)``).
+        augment: a batched augmentation for the training loader (see ``course_utils.loader``).
+        mean, std: input normalisation applied by the loaders.
+    """
+    from course_utils.loader import TensorLoader
+
+    train = TensorLoader(*train_data, batch_size, shuffle=True, augment=augment, drop_last=len(train_data[1]) > batch_size,
+                         seed=seed, mean=mean, std=std)
+    val = TensorLoader(*val_data, 1000, mean=mean, std=std) if val_data is not None else None
+    optimizer, scheduler = sgd_one_cycle(model, lr, epochs * len(train), weight_decay)
+    loss_fn = (lambda logits, y: F.cross_entropy(logits, y, label_smoothing=label_smoothing)) if label_smoothing else F.cross_entropy
+    return fit(model, train, val, epochs=epochs, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
+               metrics=metrics, checkpoint=checkpoint, early_stopping=early_stopping, progress=progress, verbose=verbose)

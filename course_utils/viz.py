@@ -83,3 +83,59 @@ def plot_confusion_matrix(cm, class_names: Sequence[str] | None = None, normaliz
 def book_style(dpi: int = 90) -> None:
     """Modest-resolution PNG figures with readable fonts, so executed notebooks stay small."""
     plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "font.size": 9, "axes.titlesize": 10})
+
+
+def show_cams(images: torch.Tensor, cams, titles: Sequence[str] | None = None, ncols: int = 10,
+              alpha: float = 0.5, size: float = 1.2, row_labels: Sequence[str] | None = None):
+    """Heat maps ``(N, H, W)`` in [0, 1] (e.g. Grad-CAM) superimposed on grey-scale images ``(N, 1, H, W)``."""
+    images = images.detach().float().cpu()
+    if images.max() > 1.5:
+        images = images / 255.0
+    cams = np.asarray(cams)
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * 1.2 * nrows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for side in ax.spines.values():
+            side.set_visible(False)
+        if i < n:
+            ax.imshow(images[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.imshow(cams[i], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=6)
+    if row_labels is not None:
+        for r, label in enumerate(row_labels[:nrows]):
+            axes[r, 0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_norm_axes(num_samples: int = 4, num_channels: int = 6, groups: int = 2):
+    """Which activations share one mean and variance, for BN, LN, IN and GN (after Wu & He 2018, Fig. 2).
+
+    Each cell is the H x W plane of one sample (column) and one channel (row); the shaded cells are
+    normalised together with the statistics of that set.
+    """
+    sets = {
+        "Batch norm\n(N, H, W) per channel": lambda n, c: c == 1,
+        "Layer norm\n(C, H, W) per sample": lambda n, c: n == 1,
+        "Instance norm\n(H, W) per sample, channel": lambda n, c: n == 1 and c == 1,
+        f"Group norm, G={groups}\n(C/G, H, W) per sample": lambda n, c: n == 1 and c < num_channels // groups,
+    }
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.0 * len(sets), 2.6))
+    for ax, (title, member) in zip(axes, sets.items()):
+        grid = np.array([[1.0 if member(n, c) else 0.0 for n in range(num_samples)] for c in range(num_channels)])
+        ax.imshow(grid, cmap="Blues", vmin=-0.3, vmax=1.3)
+        ax.set_xticks(range(num_samples), [str(i) for i in range(num_samples)], fontsize=7)
+        ax.set_yticks(range(num_channels), [str(i) for i in range(num_channels)], fontsize=7)
+        ax.set_xticks(np.arange(-0.5, num_samples), minor=True)
+        ax.set_yticks(np.arange(-0.5, num_channels), minor=True)
+        ax.grid(which="minor", color="white", linewidth=1.5)
+        ax.tick_params(which="minor", length=0)
+        ax.set_xlabel("sample n (batch axis)", fontsize=8)
+        ax.set_ylabel("channel c", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

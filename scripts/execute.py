@@ -2,7 +2,8 @@
 
 Reads the chapter's text twin ``chapters/NN_*.py`` (jupytext percent format), runs it with nbclient
 in a fresh kernel under ``COURSE_PROFILE=<profile>`` and writes ``chapters/NN_*.ipynb`` with the outputs,
-atomically and only if no cell failed. Progress bars are turned off (``COURSE_PROGRESS=0``) so the
+atomically and only if no cell failed. Finished experiment runs go to a fresh temporary folder
+(``COURSE_RUNS_DIR``), so no result of older code is reused. Progress bars are turned off (``COURSE_PROGRESS=0``) so the
 stored outputs stay small: ``fit`` prints one line per epoch instead.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +38,8 @@ def main(argv=None) -> int:
     p.add_argument("chapter", help="chapter number prefix, e.g. 00 or 01")
     p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
     p.add_argument("--timeout", type=int, default=3600, help="seconds allowed per cell")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="reuse finished runs in runs/ (default: a fresh folder, so every number comes from this code)")
     args = p.parse_args(argv)
 
     src = chapter_path(args.chapter)
@@ -45,6 +49,8 @@ def main(argv=None) -> int:
     os.environ["COURSE_PROFILE"] = args.profile
     os.environ["COURSE_PROGRESS"] = "0"
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    if not args.reuse_runs:
+        os.environ["COURSE_RUNS_DIR"] = tempfile.mkdtemp(prefix="course-runs-")
     client = NotebookClient(nb, timeout=args.timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(src.parent)}})
     start = time.perf_counter()

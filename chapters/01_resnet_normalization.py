@@ -1,0 +1,516 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 1. ResNet from scratch and the impact of normalization
+#
+# A residual network {cite}`he2016resnet` is a stack of blocks that each *add* a correction to their
+# input instead of replacing it. Normalization layers keep the activations of such a stack in a range
+# where gradient descent works. In this chapter you build both from scratch, check them against
+# PyTorch, and measure what each normalization does to training.
+#
+# **Objectives.** After this chapter you can
+# - write the ResNet(6n+2) family and count its layers, shapes and parameters;
+# - write batch, instance, batch-instance, layer and group normalization as `nn.Module`s and prove
+#   them equal to PyTorch's;
+# - compare six normalization variants fairly (same data, schedule and seeds; mean ± std);
+# - test the claim that group norm is insensitive to the batch size while batch norm is not;
+# - read Grad-CAM maps of what a trained ResNet looks at.
+#
+# The experiments follow a course assignment on ResNets and normalization (there on 25 classes of
+# Indian birds at 256x256); here they run on Fashion-MNIST at 28x28, so the three stages work at
+# 28x28, 14x14 and 7x7 and the output layer has r = 10 units.
+
+# %%
+import importlib.util
+import subprocess
+import sys
+
+REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+if importlib.util.find_spec("course_utils") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+
+import torch
+
+if "google.colab" in sys.modules and not torch.cuda.is_available():
+    print("No GPU: choose Runtime > Change runtime type > GPU for the full experiment (profile 'gpu').")
+
+# %%
+from functools import partial
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch.nn.functional as F
+from torch import nn
+
+import course_utils
+from course_utils import data, experiments, metrics, norms, viz
+from course_utils.interpret import gradcam
+from course_utils.io import atomic_torch_save
+from course_utils.loader import Compose, RandomCrop, RandomHorizontalFlip, TensorLoader
+from course_utils.models import count_weighted_layers, resnet6n2
+from course_utils.summary import model_summary
+from course_utils.train import EarlyStopping, evaluate, train_classifier
+
+viz.book_style()
+rt = course_utils.setup(seed=0)
+
+# %% [markdown]
+# ## The three scales of this chapter
+#
+# `main` is the ResNet of section 2, `variants` the normalization comparison of section 4 and
+# `batch` the batch-size study of section 5. Sizes are training images per class (10 classes);
+# validation always uses the same held-out images.
+
+# %%
+cfg = course_utils.by_profile(
+    smoke=dict(val_per_class=50,
+               main=dict(per_class=100, epochs=1, batch_size=64, lr=0.1),
+               variants=dict(per_class=30, epochs=1, batch_size=64, lr=0.1, seeds=[0]),
+               batch=dict(per_class=20, epochs=1, lr_per_128=0.1, patience=1, sizes=[8, 128], seeds=[0])),
+    cpu=dict(val_per_class=200,
+             main=dict(per_class=2000, epochs=6, batch_size=64, lr=0.1),
+             variants=dict(per_class=300, epochs=5, batch_size=64, lr=0.1, seeds=[0, 1, 2]),
+             batch=dict(per_class=150, epochs=8, lr_per_128=0.1, patience=2, sizes=[8, 128], seeds=[0])),
+    gpu=dict(val_per_class=500,  # the assignment's settings: batch 32, 50 epochs, SGD with a schedule
+             main=dict(per_class=5500, epochs=50, batch_size=32, lr=0.05),
+             variants=dict(per_class=5500, epochs=50, batch_size=32, lr=0.05, seeds=[0, 1, 2]),
+             batch=dict(per_class=5500, epochs=50, lr_per_128=0.1, patience=5, sizes=[8, 128], seeds=[0, 1, 2])),
+)
+cfg
+
+# %% [markdown]
+# ## 1. Residual learning and the ResNet(6n+2) family
+#
+# A plain network asks a stack of layers to learn a mapping $H(x)$. A residual block asks it to
+# learn the *residual* $F(x) = H(x) - x$ and adds the input back:
+#
+# $$ y = \operatorname{ReLU}\big(F(x, \{W_1, W_2\}) + x\big), \qquad
+#    F(x) = \operatorname{norm}(W_2 * \operatorname{ReLU}(\operatorname{norm}(W_1 * x))). $$
+#
+# If the best thing a block can do is nothing, it only has to drive $W_2$ towards zero, which is
+# easy; and the gradient of the loss reaches early layers through the identity paths undiminished.
+# That is why residual networks of 100 layers train where plain ones of 30 already degrade.
+#
+# The CIFAR family of the ResNet paper (section 4.2) has $6n+2$ weighted layers: one 3x3
+# convolution, then three stages of $n$ blocks (each two 3x3 convolutions) with 16, 32 and 64 filters
+# at full, half and quarter resolution, then global mean pooling and one linear layer. A stage that
+# halves the resolution does so with a stride-2 convolution; its shortcut subsamples the input and
+# pads the extra channels with zeros (the paper's parameter-free "option A"), so the count of
+# weighted layers stays exactly $6n+2$. The residual connections skip the first convolution and the
+# output layer.
+#
+# The table below is produced by running one zero image through `resnet6n2(n=2, ...)` (ResNet-14)
+# with hooks on every block. It is a checked cell.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+model = resnet6n2(n=2, num_classes=10, norm="bn")
+for n in (1, 2, 3):
+    print(f"n={n}: {count_weighted_layers(resnet6n2(n, 10))} weighted layers (6n+2 = {6 * n + 2})")
+table = model_summary(model, (1, 1, 28, 28), modules=["stem", "stage1.0", "stage1.1", "stage2.0", "stage2.1",
+                                                      "stage3.0", "stage3.1", "fc"])
+print(table.to_string(index=False))
+print(f"total: {sum(p.numel() for p in model.parameters()):,} parameters")
+
+# %% [markdown]
+# ## 2. Training ResNet-14 with our batch norm
+#
+# Fashion-MNIST {cite}`xiao2017fashion`: we hold out a fixed, class-balanced validation set from the
+# training images and train on a class-balanced subset of the rest. Inputs are normalised with the
+# training set's mean and standard deviation, and augmented with random crops (padding 2) and
+# horizontal flips. The optimiser is SGD with Nesterov momentum and a one-cycle learning-rate
+# schedule {cite}`smith2019superconvergence`.
+
+# %%
+x_all, y_all = data.load_fashion_mnist("train")
+val_idx = data.stratified_subset(y_all, cfg["val_per_class"], seed=123)
+pool = torch.ones(len(y_all), dtype=torch.bool)
+pool[val_idx] = False
+pool_idx = pool.nonzero().flatten()
+x_pool, y_pool = x_all[pool_idx], y_all[pool_idx]
+x_val, y_val = x_all[val_idx], y_all[val_idx]
+
+
+def train_subset(per_class: int, seed: int = 0):
+    """A class-balanced training subset (the same for every variant and seed of a given size)."""
+    idx = data.stratified_subset(y_pool, per_class, seed=seed)
+    return x_pool[idx], y_pool[idx]
+
+
+AUGMENT = Compose([RandomCrop(2), RandomHorizontalFlip()])
+NORMALIZE = dict(mean=data.FASHION_MEAN, std=data.FASHION_STD)
+METRICS = {"acc": metrics.accuracy, "micro_f1": metrics.micro_f1, "macro_f1": metrics.macro_f1}
+
+
+def split_metrics(model, images, labels):
+    """Accuracy, micro-F1 and macro-F1 of ``model`` on un-augmented images."""
+    ev = evaluate(model, TensorLoader(images, labels, 1000, **NORMALIZE))
+    f1 = metrics.f1_scores(ev.preds, ev.targets)
+    return {"acc": metrics.accuracy(ev.preds, ev.targets), "micro_f1": f1["micro"], "macro_f1": f1["macro"]}
+
+
+x_train, y_train = train_subset(cfg["main"]["per_class"])
+print(f"train {len(y_train)} images, validation {len(y_val)} images")
+
+# %%
+course_utils.runtime.seed_everything(0)
+main_model = resnet6n2(2, 10, norm="bn")
+main_history = train_classifier(main_model, (x_train, y_train), (x_val, y_val), epochs=cfg["main"]["epochs"],
+                                batch_size=cfg["main"]["batch_size"], lr=cfg["main"]["lr"], augment=AUGMENT,
+                                metrics=METRICS, **NORMALIZE)
+
+# %%
+main_table = pd.DataFrame({"train": split_metrics(main_model, x_train, y_train),
+                           "val": split_metrics(main_model, x_val, y_val)}).T
+(main_table * 100).round(2)
+
+# %% [markdown]
+# The curves show the loss (the "error" the assignment asks for), accuracy and both F1 scores. The
+# training values are averaged over each epoch while the weights change and on augmented images; the
+# validation values are measured at the end of each epoch.
+
+# %%
+viz.plot_history(main_history, metrics=("loss", "acc", "micro_f1", "macro_f1"), title="ResNet-14, our batch norm");
+
+# %% [markdown]
+# Micro-F1 pools every decision and equals accuracy on single-label data; macro-F1 averages the ten
+# per-class F1 scores, so it drops below accuracy when some classes (here *Shirt*) are much harder
+# than others.
+#
+# ## 3. Five normalizations, one formula
+#
+# Every normalization layer in this chapter computes, for an activation tensor of shape
+# $(N, C, H, W)$,
+#
+# $$ \hat x_i = \frac{x_i - \mu_{S_i}}{\sqrt{\sigma^2_{S_i} + \epsilon}}, \qquad
+#    y_i = \gamma_c\, \hat x_i + \beta_c , $$
+#
+# where $\mu_{S_i}$ and $\sigma^2_{S_i}$ are the mean and (biased) variance over a set $S_i$ of
+# activations, and $\gamma_c, \beta_c$ are learned per channel. They differ only in $S_i$:
+#
+# | layer | $S_i$: averaged over | depends on the batch? |
+# |---|---|---|
+# | batch norm (BN) {cite}`ioffe2015batchnorm` | $(N, H, W)$ for each channel | yes; at test time running averages replace batch statistics |
+# | instance norm (IN) {cite}`ulyanov2016instancenorm` | $(H, W)$ for each sample and channel | no |
+# | layer norm (LN) {cite}`ba2016layernorm` | $(C, H, W)$ for each sample | no |
+# | group norm (GN) {cite}`wu2018groupnorm` | $(C/G, H, W)$ for each sample and group of channels | no |
+# | batch-instance norm (BIN) {cite}`nam2018bin` | $y = \gamma(\rho\, \hat x^{BN} + (1-\rho)\, \hat x^{IN}) + \beta$, gate $\rho_c \in [0,1]$ learned | through its BN part |
+#
+# LN is GN with one group, IN is GN with one channel per group. BN keeps running estimates
+# $\hat\mu \leftarrow (1-m)\hat\mu + m\,\mu_B$ and $\hat\sigma^2 \leftarrow (1-m)\hat\sigma^2 + m\,\frac{n}{n-1}\sigma^2_B$
+# (the unbiased variance, $n = N H W$) for evaluation. BIN clips $\rho$ to $[0,1]$ after every update.
+#
+# The figure shows which activations share one mean and variance: each cell stands for the
+# $H \times W$ plane of one sample (column) and one channel (row).
+
+# %%
+viz.plot_norm_axes();
+
+# %% [markdown]
+# The layers are in `course_utils/norms.py`, about 30 lines each. They take `num_channels` first, so
+# any of them can be passed to `resnet6n2(norm=...)` by name or as a callable such as
+# `partial(norms.GroupNorm, num_groups=4)`. The checked cell compares each with its PyTorch
+# counterpart on the same random input (forward pass, and for BN both training and evaluation mode
+# after three updates of the running statistics). `tests/test_norms.py` also compares gradients.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+torch.manual_seed(0)
+x = torch.randn(8, 16, 7, 7) * 3 + 1
+pairs = {
+    "BN (train)": (norms.BatchNorm2d(16), nn.BatchNorm2d(16)),
+    "IN": (norms.InstanceNorm2d(16), nn.InstanceNorm2d(16, affine=True)),
+    "LN": (norms.LayerNorm2d(16), nn.GroupNorm(1, 16)),
+    "GN (G=8)": (norms.GroupNorm(16, num_groups=8), nn.GroupNorm(8, 16)),
+}
+for name, (ours, theirs) in pairs.items():
+    for _ in range(3):
+        diff = (ours(x) - theirs(x)).abs().max().item()
+    print(f"{name:>10} ours vs PyTorch: max abs diff < 1e-5 -> {diff < 1e-5}")
+bn_ours, bn_torch = pairs["BN (train)"]
+bn_ours.eval(), bn_torch.eval()
+diff = (bn_ours(x) - bn_torch(x)).abs().max().item()
+print(f"{'BN (eval)':>10} ours vs PyTorch: max abs diff < 1e-5 -> {diff < 1e-5}")
+bin_layer = norms.BatchInstanceNorm2d(16)
+with torch.no_grad():
+    bin_layer.rho.fill_(1.0)
+print(f"{'BIN rho=1':>10} equals our BN: {torch.allclose(bin_layer(x), norms.BatchNorm2d(16)(x), atol=1e-5)}")
+with torch.no_grad():
+    bin_layer.rho.fill_(0.0)
+print(f"{'BIN rho=0':>10} equals our IN: {torch.allclose(bin_layer(x), norms.InstanceNorm2d(16)(x), atol=1e-5)}")
+
+# %% [markdown]
+# ## 4. Six variants, trained identically
+#
+# We train ResNet-14 with BN, IN, BIN, LN, GN (8 groups) and no normalization (NN), plus PyTorch's
+# `nn.BatchNorm2d` as the sanity check of our BN. Everything else is fixed: data, augmentation,
+# optimiser, schedule, epochs, and the seeds (a seed sets the initial weights and the order of the
+# batches). Without normalization the convolutions get a bias. Each finished run is stored on disk,
+# so an interrupted grid resumes where it stopped.
+
+# %%
+VARIANTS = {"BN": "bn", "torch BN": "torch_bn", "IN": "in", "BIN": "bin", "LN": "ln", "GN": "gn", "NN": "none"}
+RUNS = experiments.runs_dir("ch01")
+
+
+def train_run(config, seed):
+    """Train one ResNet-14 and return its final metrics and curves (and keep its weights for Grad-CAM)."""
+    course_utils.runtime.seed_everything(seed)
+    model = resnet6n2(2, 10, norm=config["norm"])
+    x_tr, y_tr = train_subset(config["per_class"])
+    es = EarlyStopping("val_acc", patience=config["patience"]) if config.get("patience") else None
+    try:
+        h = train_classifier(model, (x_tr, y_tr), (x_val, y_val), epochs=config["epochs"],
+                             batch_size=config["batch_size"], lr=config["lr"], seed=seed, augment=AUGMENT,
+                             metrics=METRICS, early_stopping=es, verbose=False, **NORMALIZE)
+    except course_utils.train.DivergenceError as e:  # a variant that diverges is a result, not a crash
+        print(f"  diverged: {str(e).splitlines()[0]}")
+        return {"diverged": True}
+    atomic_torch_save(model.state_dict(), RUNS / f"{config['norm']}-b{config['batch_size']}-s{seed}.pt")
+    result = {f"train_{k}": v for k, v in split_metrics(model, x_tr, y_tr).items()}
+    result.update({f"val_{k}": v for k, v in split_metrics(model, x_val, y_val).items()})
+    result.update(epochs_run=len(h), seconds_per_epoch=sum(h["seconds"]) / len(h),
+                  curve_val_acc=h["val_acc"], curve_val_loss=h["val_loss"], curve_train_loss=h["train_loss"])
+    return result
+
+
+vcfg = cfg["variants"]
+variant_configs = {name: dict(norm=norm, per_class=vcfg["per_class"], epochs=vcfg["epochs"],
+                              batch_size=vcfg["batch_size"], lr=vcfg["lr"]) for name, norm in VARIANTS.items()}
+variant_runs = experiments.run_grid(variant_configs, vcfg["seeds"], train_run, cache_dir=RUNS)
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+for i, name in enumerate(VARIANTS):
+    runs = variant_runs[variant_runs.variant == name]
+    if "curve_val_acc" not in runs or runs["curve_val_acc"].isna().all():
+        continue
+    curves = torch.tensor([c for c in runs["curve_val_acc"] if isinstance(c, list)])
+    losses = torch.tensor([c for c in runs["curve_val_loss"] if isinstance(c, list)])
+    epochs = range(1, curves.shape[1] + 1)
+    style = "--" if name == "torch BN" else "-"
+    axes[0].plot(epochs, curves.mean(0), style, marker="o", ms=3, color=f"C{i}", label=name)
+    axes[0].fill_between(epochs, curves.min(0).values, curves.max(0).values, color=f"C{i}", alpha=0.15)
+    axes[1].plot(epochs, losses.mean(0), style, marker="o", ms=3, color=f"C{i}", label=name)
+axes[0].set(xlabel="epoch", ylabel="validation accuracy", title="mean over seeds (band: min to max)")
+axes[1].set(xlabel="epoch", ylabel="validation loss", yscale="log")
+for ax in axes:
+    ax.grid(alpha=0.3)
+axes[0].legend(fontsize=8)
+fig.tight_layout()
+
+# %%
+METRIC_COLS = ["train_acc", "val_acc", "val_micro_f1", "val_macro_f1"]
+ok = variant_runs.dropna(subset=["val_acc"]) if "val_acc" in variant_runs else variant_runs
+variant_summary = experiments.summarize(ok, METRIC_COLS, baseline="BN")
+variant_table = experiments.format_mean_std(variant_summary, METRIC_COLS)
+variant_table["s / epoch"] = ok.groupby("variant", sort=False)["seconds_per_epoch"].mean().round(1)
+variant_table
+
+# %% [markdown]
+# Accuracies are in percent, mean ± standard deviation over the seeds; Δ is the difference of the
+# means from our BN, marked "(noise)" when it is smaller than the seed-to-seed spread. The last column
+# is the measured time per training epoch on this machine.
+
+# %%
+s = variant_summary
+bn_gap = s.loc["torch BN", "val_acc_delta"] * 100
+print(f"C01  our BN vs torch BN: val acc {s.loc['BN', 'val_acc_mean'] * 100:.2f} vs {s.loc['torch BN', 'val_acc_mean'] * 100:.2f} "
+      f"(gap {bn_gap:+.2f} points, {'beyond' if s.loc['torch BN', 'val_acc_beyond_noise'] else 'inside'} the seed spread)")
+normed = [v for v in ["BN", "IN", "BIN", "LN", "GN"] if v in s.index]
+if "NN" in s.index:
+    worst = min(normed, key=lambda v: s.loc[v, "val_acc_mean"])
+    print(f"C02  no normalization: val acc {s.loc['NN', 'val_acc_mean'] * 100:.2f}; the weakest normalized variant "
+          f"({worst}) {s.loc[worst, 'val_acc_mean'] * 100:.2f}")
+else:
+    print("C02  no normalization diverged at this learning rate; every normalized variant trained")
+
+# %% [markdown]
+# **What to read from this.** Our BN and PyTorch's train the same: the curves lie on each other and
+# the final numbers differ by less than the spread between seeds, as they must, since the two layers
+# compute the same function (section 3). Every normalization trains far better than none in this
+# budget: without normalization the activations of a 14-layer network drift in scale, so one
+# learning rate is too large for some layers and too small for others. Among the normalizations,
+# those that use batch statistics (BN, BIN, whose gates stay close to 1) do best on this task; IN,
+# which removes each channel's mean and contrast per image, throws away information that matters for
+# classifying clothing (how bright and how large a garment is), and lands lowest; LN and GN sit in
+# between. Time per epoch differs too: our from-scratch layers are written in a few tensor
+# operations each, while `nn.BatchNorm2d` runs one fused kernel.
+#
+# ## 5. Does group norm really not care about the batch size?
+#
+# Wu & He {cite}`wu2018groupnorm` motivate GN by BN's dependence on the batch: BN's statistics come
+# from the batch, so with few images per batch they are noisy and the running averages used at test
+# time match them poorly, while GN computes its statistics per image. They report BN's ImageNet error
+# rising steeply below 16 images per batch and GN's staying flat.
+#
+# We train BN and GN at batch sizes 8 and 128 with the same number of epochs, early stopping on
+# validation accuracy (the best epoch's weights are kept), and the learning rate scaled with the batch
+# size (linear scaling rule: 0.1 per 128 images), so that each setting has a sensible rate.
+
+# %%
+bcfg = cfg["batch"]
+batch_configs = {f"{name} b{b}": dict(norm=norm, per_class=bcfg["per_class"], epochs=bcfg["epochs"], batch_size=b,
+                                      lr=bcfg["lr_per_128"] * b / 128, patience=bcfg["patience"])
+                 for name, norm in [("BN", "bn"), ("GN", "gn")] for b in bcfg["sizes"]}
+batch_runs = experiments.run_grid(batch_configs, bcfg["seeds"], train_run, cache_dir=RUNS)
+BATCH_COLS = ["train_acc", "val_acc", "val_macro_f1"]
+batch_table = experiments.format_mean_std(experiments.summarize(batch_runs, BATCH_COLS), BATCH_COLS)
+batch_table["epochs run"] = batch_runs.groupby("variant", sort=False)["epochs_run"].mean()
+batch_table["s / epoch"] = batch_runs.groupby("variant", sort=False)["seconds_per_epoch"].mean().round(1)
+batch_table
+
+# %%
+fig, ax = plt.subplots(figsize=(5.5, 3.4))
+for i, (name, runs) in enumerate(batch_runs.groupby("variant", sort=False)):
+    for j, curve in enumerate(runs["curve_val_acc"]):
+        ax.plot(range(1, len(curve) + 1), curve, "-" if "b128" in name else "--", marker="o", ms=3,
+                color=f"C{i}", label=name if j == 0 else None)
+ax.set(xlabel="epoch", ylabel="validation accuracy", title="BN vs GN at batch 8 and 128")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=8)
+fig.tight_layout()
+
+# %%
+bs = experiments.summarize(batch_runs, ["val_acc"])["val_acc_mean"] * 100
+small, large = min(bcfg["sizes"]), max(bcfg["sizes"])
+for name in ("BN", "GN"):
+    print(f"C03  {name}: val acc {bs[f'{name} b{small}']:.2f} at batch {small} vs {bs[f'{name} b{large}']:.2f} "
+          f"at batch {large} (change {bs[f'{name} b{small}'] - bs[f'{name} b{large}']:+.2f} points)")
+
+# %% [markdown]
+# **What to read from this.** Batch 8 is not small enough here to break BN: with 8 images of 28x28,
+# each channel's statistics in the first stage are still averaged over 8 x 28 x 28 = 6,272 values
+# (and 392 in the last stage), far more than Wu & He's ImageNet setting, where the last stages of
+# a ResNet-50 average over 2 x 7 x 7 values per GPU. Compare the size of each change with the
+# seed-to-seed spread of section 4 before calling it an effect. Small batches are also much slower
+# per epoch on a CPU (see the last column): the convolutions of 8 images do not keep two cores busy.
+#
+# ## 6. What does the network look at? Grad-CAM
+#
+# Grad-CAM {cite}`selvaraju2020gradcam` explains one class score $y^c$ with a heat map over a
+# convolutional layer's $K$ feature maps $A^k$: each map is weighted by the average gradient of the
+# score with respect to it, and the weighted sum is passed through a ReLU,
+#
+# $$ \alpha^c_k = \frac{1}{Z}\sum_{i,j} \frac{\partial y^c}{\partial A^k_{ij}}, \qquad
+#    L^c = \operatorname{ReLU}\Big(\sum_k \alpha^c_k A^k\Big). $$
+#
+# We use the `grad-cam` package through `course_utils.interpret.gradcam`, which restores the model's
+# mode and removes the package's hooks on exit, on the last stage (the 7x7 feature maps of its $2n$
+# convolutional layers, one map per block, averaged), always for the *true* class. The model is the
+# best variant of section 4 (seed 0). For 7 classes we show 5 correctly and up to 5 wrongly
+# classified validation images; each title gives the predicted class.
+
+# %%
+best = variant_summary["val_acc_mean"].idxmax()
+best_model = resnet6n2(2, 10, norm=VARIANTS[best])
+best_model.load_state_dict(torch.load(RUNS / f"{VARIANTS[best]}-b{vcfg['batch_size']}-s{vcfg['seeds'][0]}.pt",
+                                      weights_only=True))
+best_model.eval()
+ev = evaluate(best_model, TensorLoader(x_val, y_val, 1000, **NORMALIZE))
+print(f"best variant: {best}, val accuracy {metrics.accuracy(ev.preds, ev.targets) * 100:.2f}%")
+
+CAM_CLASSES = ["T-shirt/top", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Ankle boot"]
+picked, titles, rows = [], [], []
+for name in CAM_CLASSES:
+    c = data.FASHION_CLASSES.index(name)
+    right = ((ev.targets == c) & (ev.preds == c)).nonzero().flatten()[:5]
+    wrong = ((ev.targets == c) & (ev.preds != c)).nonzero().flatten()[:5]
+    for i in right.tolist() + wrong.tolist():
+        picked.append(i)
+        titles.append(("✓ " if ev.preds[i] == c else "✗ ") + data.FASHION_CLASSES[int(ev.preds[i])])
+    rows.append(f"{name}: {len(right)} right, {len(wrong)} wrong")
+picked = torch.tensor(picked)
+images = (x_val[picked].float() / 255 - data.FASHION_MEAN) / data.FASHION_STD
+cams = gradcam(best_model, images, y_val[picked], list(best_model.stage3))
+print("\n".join(rows))
+viz.show_cams(x_val[picked], cams, titles, ncols=10);
+
+# %% [markdown]
+# Each row holds one class: first the correctly classified images (✓), then the misclassified ones
+# (✗, with the wrong prediction). The maps are upsampled from 7x7, so they are coarse by
+# construction: a single cell covers 4x4 pixels.
+#
+# **What the maps show.** For correctly classified garments the evidence for the true class sits on
+# the garment: on the sleeves and shoulders of T-shirts, pullovers and coats, on the open straps of
+# sandals, on the heel and shaft of ankle boots. For the misclassified images the true class's map is
+# often weak or falls on a part that the confused classes share (the torso of a shirt that was called
+# a T-shirt or a coat): the network did see the garment, but the details that separate the upper-body
+# classes (collar, buttons, sleeve length) are a few pixels wide at 28x28. This matches the
+# confusion matrix of the quickstart: almost all errors are among T-shirt, pullover, coat and shirt.
+#
+# ## Summary
+#
+# - ResNet(6n+2) is three stages of residual blocks; its layers, shapes and parameters follow from
+#   $n$ and the widths (section 1).
+# - The five normalizations differ only in the set of activations they average over; ours equal
+#   PyTorch's to float precision (section 3) and train identically (section 4).
+# - Normalization matters far more than which normalization; no normalization trains worst.
+# - At 28x28, batch 8 still gives BN thousands of values per statistic; GN's advantage at small
+#   batches is a property of large images and tiny per-GPU batches, and has to be measured, not
+#   assumed.
+#
+# ## Exercises
+#
+# 1. **Predict a shape and a count.** For `resnet6n2(3, 10)` on 28x28 inputs, give the output shape of
+#    `stage2` and the number of weighted layers. Check with `model_summary`.
+# 2. **Write a variant.** Write `PixelNorm2d(num_channels)` that divides each pixel's channel vector by
+#    its root mean square, $y = x / \sqrt{\frac{1}{C}\sum_c x_c^2 + \epsilon}$, with the usual per-channel
+#    affine, and check it trains in `resnet6n2(1, 10, norm=PixelNorm2d)`.
+# 3. **Explain a curve.** In section 4 the validation loss of BN can jump in the first epochs while
+#    IN's and GN's are smooth. Why would a layer that uses *batch* statistics in training and
+#    *running* statistics in evaluation behave this way early in training?
+# 4. **Break BN.** Which experiment would make BN fail where GN does not, on this data set? Try it.
+
+# %% tags=["solution"]
+# Solution 1: stage 2 halves 28x28 to 14x14 with 32 channels; 6 * 3 + 2 = 20 weighted layers.
+m3 = resnet6n2(3, 10)
+print(model_summary(m3, (1, 1, 28, 28), depth=1).to_string(index=False))
+print("weighted layers:", count_weighted_layers(m3))
+
+
+# %% tags=["solution"]
+# Solution 2: a pixel-wise norm in the style of course_utils.norms (no batch statistics at all).
+class PixelNorm2d(nn.Module):
+    def __init__(self, num_channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x):
+        x = x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps)  # (N, C, H, W) / (N, 1, H, W)
+        return x * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+
+
+pixel_model = resnet6n2(1, 10, norm=PixelNorm2d)
+h = train_classifier(pixel_model, train_subset(10), None, epochs=1, batch_size=50, lr=0.05, verbose=False, **NORMALIZE)
+print(f"one epoch on 100 images: train loss {h.last['train_loss']:.3f} (finite: {torch.isfinite(torch.tensor(h.last['train_loss'])).item()})")
+
+# %% [markdown] tags=["solution"]
+# ```{admonition} Solutions 3 and 4
+# :class: dropdown
+# **3.** Early in training the weights change quickly, so the statistics of each layer's input change
+# from step to step. In training mode BN normalises with the current batch's statistics, which always
+# fit; in evaluation it uses running averages (momentum 0.1, so roughly the last ten batches), which lag
+# behind the changing network. The mismatch makes the validation loss jump. IN, LN and GN compute the
+# same statistics in training and evaluation, so they have no such mismatch. The jumps fade as the
+# learning rate falls and the weights settle.
+#
+# **4.** Make the per-statistic sample tiny: batch size 2 (or 1, where BN in training mode normalises
+# each channel of the last stage over only 7 x 7 values of one image, and its running statistics are
+# noisy), or a batch whose images all come from one class (non-i.i.d. batches), where the batch
+# statistics differ from the population's that the running averages estimate. GN is unaffected by both,
+# since it never looks across images.
+# ```

@@ -1,0 +1,101 @@
+"""Run a grid of configurations x seeds, keep every finished run on disk, and summarise over seeds.
+
+Each run is stored as one small JSON file (written atomically) named after its configuration and
+seed, so an interrupted grid resumes where it stopped and a finished one is read back instantly.
+``summarize`` turns the runs into mean, std and delta vs a baseline, and says whether each delta is
+larger than the seed-to-seed spread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import pandas as pd
+
+from course_utils.io import atomic_write_text
+
+
+def _key(name: str, config: Mapping, seed: int) -> str:
+    blob = json.dumps({"config": config, "seed": seed}, sort_keys=True, default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    return f"{safe}-s{seed}-{digest}.json"
+
+
+def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Callable[..., Mapping],
+             cache_dir: str | Path | None = None, verbose: bool = True) -> pd.DataFrame:
+    """Call ``train_fn(config, seed) -> {metric: value, ...}`` for every config x seed; return one row per run.
+
+    Args:
+        configs: ``{variant name: config dict}``; the config (JSON-serialisable) is passed to ``train_fn``.
+        seeds: the seeds to run each config with.
+        train_fn: trains one model and returns a flat dict of numbers (it may also hold lists, e.g. curves).
+        cache_dir: where finished runs are kept; a run whose file exists is not trained again. A changed
+            config gets a new file name, so stale results are never reused.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else None
+    rows = []
+    for name, config in configs.items():
+        for seed in seeds:
+            path = cache / _key(name, config, seed) if cache is not None else None
+            if path is not None and path.exists():
+                result = json.loads(path.read_text())
+                cached = True
+            else:
+                t0 = time.perf_counter()
+                result = dict(train_fn(config, seed))
+                result.setdefault("run_seconds", time.perf_counter() - t0)
+                if path is not None:
+                    atomic_write_text(path, json.dumps(result))
+                cached = False
+            if verbose:
+                shown = ", ".join(f"{k}={v:.4f}" for k, v in result.items() if isinstance(v, float) and k != "run_seconds")
+                print(f"{name:>16} seed {seed}: {shown}{' (cached)' if cached else ''}", flush=True)
+            rows.append({"variant": name, "seed": seed, **result})
+    return pd.DataFrame(rows)
+
+
+def summarize(df: pd.DataFrame, metrics: Sequence[str], baseline: str | None = None) -> pd.DataFrame:
+    """Mean and std over seeds per variant; with ``baseline``, the delta of each mean vs the baseline's and
+    whether ``|delta|`` exceeds the seed-to-seed spread (the larger of the two stds, or 0 with one seed)."""
+    scalar = df[["variant", *metrics]]
+    grouped = scalar.groupby("variant", sort=False)[list(metrics)]
+    mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.count()
+    out = pd.DataFrame(index=mean.index)
+    out["seeds"] = n[metrics[0]]
+    for m in metrics:
+        out[f"{m}_mean"], out[f"{m}_std"] = mean[m], std[m]
+        if baseline is not None:
+            if baseline not in mean.index:
+                raise KeyError(f"baseline {baseline!r} is not a variant: {list(mean.index)}")
+            delta = mean[m] - mean.loc[baseline, m]
+            spread = std[m].clip(lower=std.loc[baseline, m])  # NaN (one seed) stays NaN: never "beyond noise"
+            out[f"{m}_delta"] = delta
+            out[f"{m}_beyond_noise"] = [not math.isnan(s) and abs(d) > s for d, s in zip(delta, spread)]
+    return out
+
+
+def format_mean_std(summary: pd.DataFrame, metrics: Sequence[str], scale: float = 100.0, digits: int = 2) -> pd.DataFrame:
+    """A display table with ``mean ± std`` strings (times ``scale``, e.g. percent) and deltas."""
+    table = pd.DataFrame(index=summary.index)
+    table["seeds"] = summary["seeds"]
+    for m in metrics:
+        mu, sd = summary[f"{m}_mean"] * scale, summary[f"{m}_std"] * scale
+        table[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if not math.isnan(b) else f"{a:.{digits}f}" for a, b in zip(mu, sd)]
+        if f"{m}_delta" in summary:
+            table[f"Δ {m}"] = [f"{d * scale:+.{digits}f}" + ("" if beyond else " (noise)")
+                               for d, beyond in zip(summary[f"{m}_delta"], summary[f"{m}_beyond_noise"])]
+    return table
+
+
+def runs_dir(name: str) -> Path:
+    """Where a chapter keeps its finished runs: ``$COURSE_RUNS_DIR/<name>`` if set, else ``runs/<name>``
+    (relative to the working directory). ``make execute`` and ``make test`` point ``COURSE_RUNS_DIR`` at a fresh
+    folder, so committed outputs and tests never reuse results of older code."""
+    return Path(os.environ.get("COURSE_RUNS_DIR", "runs")) / name

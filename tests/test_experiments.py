@@ -1,0 +1,49 @@
+import json
+
+import pandas as pd
+import pytest
+
+from course_utils.experiments import format_mean_std, run_grid, summarize
+
+
+def _train(config, seed):
+    return {"acc": config["base"] + 0.01 * seed, "curve": [1.0, 0.5]}
+
+
+def test_run_grid_caches_and_resumes(tmp_path):
+    configs = {"a": {"base": 0.5}, "b": {"base": 0.7}}
+    calls = []
+
+    def train(config, seed):
+        calls.append((config["base"], seed))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the grid is interrupted during its third run
+        return _train(config, seed)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(configs, [0, 1], train, cache_dir=tmp_path, verbose=False)
+    assert len(list(tmp_path.glob("*.json"))) == 2 and not list(tmp_path.glob(".*tmp"))
+    df = run_grid(configs, [0, 1], train, cache_dir=tmp_path, verbose=False)
+    assert calls == [(0.5, 0), (0.5, 1), (0.7, 0), (0.7, 0), (0.7, 1)]  # only the missing runs were trained
+    assert list(df["variant"]) == ["a", "a", "b", "b"] and df["acc"].tolist() == pytest.approx([0.5, 0.51, 0.7, 0.71])
+    assert df["curve"][0] == [1.0, 0.5]
+    # a changed config is a new run, never a stale cached one
+    df2 = run_grid({"a": {"base": 0.6}}, [0], _train, cache_dir=tmp_path, verbose=False)
+    assert df2["acc"][0] == pytest.approx(0.6)
+    assert all("run_seconds" in json.loads(p.read_text()) for p in tmp_path.glob("*.json"))
+
+
+def test_summarize_mean_std_delta_and_noise():
+    df = pd.DataFrame({"variant": ["base"] * 3 + ["x"] * 3 + ["y"] * 3,
+                       "seed": [0, 1, 2] * 3,
+                       "acc": [0.90, 0.91, 0.92, 0.80, 0.81, 0.82, 0.905, 0.915, 0.925]})
+    s = summarize(df, ["acc"], baseline="base")
+    assert list(s.index) == ["base", "x", "y"] and s["seeds"].tolist() == [3, 3, 3]
+    assert s.loc["x", "acc_mean"] == pytest.approx(0.81) and s.loc["x", "acc_std"] == pytest.approx(0.01)
+    assert s.loc["x", "acc_delta"] == pytest.approx(-0.10) and bool(s.loc["x", "acc_beyond_noise"])
+    assert s.loc["y", "acc_delta"] == pytest.approx(0.005) and not s.loc["y", "acc_beyond_noise"]
+    table = format_mean_std(s, ["acc"])
+    assert table.loc["x", "acc"] == "81.00 ± 1.00" and table.loc["y", "Δ acc"] == "+0.50 (noise)"
+    assert table.loc["x", "Δ acc"] == "-10.00"
+    with pytest.raises(KeyError, match="baseline 'z'"):
+        summarize(df, ["acc"], baseline="z")

@@ -1,0 +1,24 @@
+import torch
+from torch import nn
+
+from course_utils.models import resnet6n2
+from course_utils.summary import model_summary
+
+
+def test_summary_of_a_known_network():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)).train()
+    t = model_summary(model, (2, 1, 28, 28), depth=1)
+    assert t["layer"].tolist() == ["0", "1", "2", "3"]
+    assert t["params"].tolist() == [4 * 9 + 4, 0, 0, 4 * 26 * 26 * 10 + 10]
+    assert t["output shape"].tolist() == [(2, 4, 26, 26), (2, 4, 26, 26), (2, 2704), (2, 10)]
+    assert model.training and not any(m._forward_hooks for m in model.modules())
+
+
+def test_summary_of_resnet14_adds_up():
+    model = resnet6n2(2, 10)
+    t = model_summary(model, (1, 1, 28, 28), depth=1)
+    assert t["layer"].tolist() == ["stem", "stage1", "stage2", "stage3", "fc"]
+    assert t["params"].sum() == sum(p.numel() for p in model.parameters())
+    assert t.set_index("layer").loc["stage3", "output shape"] == (1, 64, 7, 7)
+    # a stage-1 block: two 3x3 convs 16->16 without bias, two norms with gamma and beta
+    assert model_summary(model, (1, 1, 28, 28), modules=["stage1.0"])["params"][0] == 2 * (16 * 16 * 9 + 2 * 16)
