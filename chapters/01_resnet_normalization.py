@@ -80,7 +80,7 @@ cfg = course_utils.by_profile(
                batch=dict(per_class=20, epochs=1, lr_per_128=0.1, patience=1, sizes=[8, 128], seeds=[0])),
     cpu=dict(val_per_class=200,
              main=dict(per_class=2000, epochs=6, batch_size=64, lr=0.1),
-             variants=dict(per_class=300, epochs=5, batch_size=64, lr=0.1, seeds=[0, 1, 2]),
+             variants=dict(per_class=250, epochs=4, batch_size=64, lr=0.1, seeds=[0, 1, 2]),
              batch=dict(per_class=150, epochs=8, lr_per_128=0.1, patience=2, sizes=[8, 128], seeds=[0])),
     gpu=dict(val_per_class=500,  # the assignment's settings: batch 32, 50 epochs, SGD with a schedule
              main=dict(per_class=5500, epochs=50, batch_size=32, lr=0.05),

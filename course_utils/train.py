@@ -260,6 +260,9 @@ def sgd_one_cycle(model: torch.nn.Module, lr: float, total_steps: int, weight_de
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum, nesterov=True)
+    if total_steps < 4:  # too short for a warm-up and a decay phase: keep the rate constant
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    pct_start = min(max(pct_start, 2 / total_steps), 1 - 1 / total_steps)  # each phase at least 1-2 steps long
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
                                                     pct_start=pct_start, anneal_strategy="linear")
     return optimizer, scheduler

@@ -126,3 +126,42 @@ def test_bad_arguments():
     model = _model()
     with pytest.raises(ValueError, match="epochs"):
         fit(model, [], epochs=0, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+
+
+def test_sgd_one_cycle_groups_and_schedule():
+    from course_utils.train import sgd_one_cycle
+
+    model = _model()
+    opt, sched = sgd_one_cycle(model, lr=0.4, total_steps=8, weight_decay=1e-3)
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-3, 0.0]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    assert all(p.ndim > 1 for p in opt.param_groups[0]["params"])
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # peak after pct_start = 25% of the steps (OneCycleLR counts the phase end as step pct_start * total - 1)
+    assert max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 1 and lrs[0] < 0.05 and lrs[-1] < 0.1
+
+
+def test_train_classifier_recipe():
+    from course_utils.train import train_classifier
+
+    x, y = _problem()
+    model = _model()
+    h = train_classifier(model, (x, y), (x[:32], y[:32]), epochs=3, batch_size=16, lr=0.1, label_smoothing=0.1,
+                         progress=False, verbose=False)
+    assert len(h) == 3 and h["val_acc"][-1] is not None and h["train_loss"][-1] < h["train_loss"][0]
+
+
+@pytest.mark.parametrize("steps", range(1, 10))
+def test_sgd_one_cycle_survives_very_short_runs(steps):
+    from course_utils.train import sgd_one_cycle
+
+    model = _model()
+    opt, sched = sgd_one_cycle(model, lr=0.1, total_steps=steps)
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        assert 0 <= opt.param_groups[0]["lr"] <= 0.1 + 1e-9
