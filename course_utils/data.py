@@ -5,9 +5,9 @@ test images of 28x28 grey-scale clothing in 10 classes. ``load_fashion_mnist`` r
 IDX ``.gz`` files with a small parser, looking in this order:
 
 1. ``$COURSE_DATA_DIR`` (the files directly in it, or in ``$COURSE_DATA_DIR/fashion-mnist``),
-2. ``data/fashion-mnist/`` in the course repository,
+2. ``data/fashion-mnist/`` in the course repository (``./data/fashion-mnist/`` when the package is installed),
 3. ``/usr/share/datasets/fashion-mnist/`` (Debian package ``dataset-fashion-mnist``),
-4. a download through torchvision's mirrors into ``data/fashion-mnist/`` (where there is internet).
+4. a download through torchvision's mirrors into that ``data/fashion-mnist/`` (where there is internet).
 
 Each file is checked against the SHA-256 of its *decompressed* content, so re-compressed copies
 (Debian's, for one) are accepted and damaged ones are not.
@@ -28,7 +28,8 @@ import torch
 from course_utils.loader import TensorLoader  # noqa: F401  (re-exported: course_utils.data.TensorLoader)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA_DIR = REPO_ROOT / "data"
+# In a checkout of the course: its data/ folder. Installed as a package (e.g. on Colab): ./data.
+DEFAULT_DATA_DIR = REPO_ROOT / "data" if (REPO_ROOT / "pyproject.toml").is_file() else Path("data")
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 FASHION_CLASSES = (
