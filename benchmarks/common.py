@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import time
 
-import torch
-
 import course_utils
-from course_utils.data import load_fashion_mnist
-
-MEAN, STD = 0.2860, 0.3530
+from course_utils.data import FASHION_MEAN as MEAN, FASHION_STD as STD, load_fashion_mnist  # noqa: F401
 
 
 def setup():

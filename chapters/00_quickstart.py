@@ -193,7 +193,7 @@ print(metrics.confusion_matrix(y_pred, y_true, 3))
 # 1. **Predict a number.** How many parameters does the reference ResNet's first convolution have?
 #    Check with `model.stem[0].weight.numel()`.
 # 2. **Read a curve.** In the curves above, validation accuracy is *higher* than training accuracy
-#    in the first epochs. Give two reasons.
+#    after the first epoch (and again after the last). Give two reasons.
 # 3. **Change the scale.** Re-run the chapter with `COURSE_PROFILE=smoke`. Which cells print the same
 #    output, and why can the others not?
 

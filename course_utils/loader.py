@@ -89,7 +89,7 @@ class TensorLoader:
     """Iterate over ``(images, labels)`` batches held in memory.
 
     Args:
-        images: ``(N, C, H, W)`` uint8 (scaled to [0, 1]) or float tensor.
+        images: ``(N, C, H, W)`` uint8 (scaled to [0, 1]) or float tensor; or ``(N, D)`` features (no augmentation).
         labels: ``(N,)`` tensor (or any tensor indexed along its first axis).
         batch_size: images per batch.
         shuffle: a new permutation every epoch, drawn from ``(seed, epoch)`` so runs repeat exactly.
@@ -105,8 +105,8 @@ class TensorLoader:
                  augment: Augment | None = None, drop_last: bool = False, seed: int = 0,
                  mean: float | None = None, std: float | None = None, channels_last: bool = False,
                  device: str | torch.device = "cpu"):
-        if images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if images.ndim not in (2, 4):
+            raise ValueError(f"images must be (N, C, H, W) (or (N, D) features), got shape {tuple(images.shape)}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
@@ -140,6 +140,6 @@ class TensorLoader:
                 x = self.augment(x, g)
             if self.mean is not None:
                 x = (x - self.mean) / self.std
-            if self.channels_last:
+            if self.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y

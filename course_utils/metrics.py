@@ -5,14 +5,17 @@ from __future__ import annotations
 import torch
 
 
-def _labels(x) -> torch.Tensor:
+def predicted_labels(x) -> torch.Tensor:
+    """Labels from labels ``(N,)``, one binary logit per row ``(N, 1)`` (positive if > 0) or scores ``(N, K)``."""
     x = torch.as_tensor(x)
-    return x.argmax(1) if x.ndim == 2 else x.long()
+    if x.ndim == 2:
+        return (x[:, 0] > 0).long() if x.shape[1] == 1 else x.argmax(1)
+    return x.long()
 
 
 def accuracy(y_pred, y_true) -> float:
-    """Fraction of correct predictions. ``y_pred`` may be labels ``(N,)`` or scores ``(N, K)``."""
-    y_pred, y_true = _labels(y_pred), torch.as_tensor(y_true).long()
+    """Fraction of correct predictions. ``y_pred`` may be labels ``(N,)``, binary logits ``(N, 1)`` or scores ``(N, K)``."""
+    y_pred, y_true = predicted_labels(y_pred), torch.as_tensor(y_true).long()
     if y_pred.shape != y_true.shape:
         raise ValueError(f"shapes differ: y_pred {tuple(y_pred.shape)} vs y_true {tuple(y_true.shape)}")
     return (y_pred == y_true).float().mean().item() if len(y_true) else float("nan")
@@ -20,7 +23,7 @@ def accuracy(y_pred, y_true) -> float:
 
 def confusion_matrix(y_pred, y_true, num_classes: int | None = None) -> torch.Tensor:
     """``(K, K)`` int64 counts; row = true class, column = predicted class (scikit-learn's convention)."""
-    y_pred, y_true = _labels(y_pred), torch.as_tensor(y_true).long()
+    y_pred, y_true = predicted_labels(y_pred), torch.as_tensor(y_true).long()
     if num_classes is None:
         num_classes = int(max(y_pred.max(), y_true.max())) + 1 if len(y_true) else 0
     idx = y_true * num_classes + y_pred
@@ -50,3 +53,15 @@ def micro_f1(y_pred, y_true) -> float:
 def macro_f1(y_pred, y_true) -> float:
     """Macro-averaged F1 (for ``fit(metrics=...)``)."""
     return f1_scores(y_pred, y_true)["macro"]
+
+
+def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Retrieval recall@k, leave-one-out: the fraction of items whose ``k`` nearest other items (Euclidean)
+    include one of the same label. ``embeddings`` ``(N, D)``, ``labels`` ``(N,)``."""
+    if not 1 <= k < len(embeddings):
+        raise ValueError(f"k must be in [1, N-1] = [1, {len(embeddings) - 1}], got {k}")
+    dist = torch.cdist(embeddings.float(), embeddings.float())
+    dist.fill_diagonal_(float("inf"))  # an item is not its own neighbour
+    nearest = dist.topk(k, dim=1, largest=False).indices  # (N, k)
+    labels = torch.as_tensor(labels)
+    return (labels[nearest] == labels[:, None]).any(1).float().mean().item()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from course_utils.io import atomic_torch_save
-from course_utils.metrics import accuracy
+from course_utils.metrics import accuracy, predicted_labels
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -125,7 +125,15 @@ def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable = F.cro
         all_logits.append(logits.float().cpu())
         all_targets.append(y.cpu())
     logits = torch.cat(all_logits)
-    return Evaluation(logits.argmax(1), torch.cat(all_targets), total / max(n, 1), logits)
+    return Evaluation(predicted_labels(logits), torch.cat(all_targets), total / max(n, 1), logits)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader: Iterable) -> torch.Tensor:
+    """The model's outputs for every batch of ``loader`` (eval mode, no gradients), concatenated on the CPU."""
+    model.eval()
+    device = _device_of(model)
+    return torch.cat([model(x.to(device)).float().cpu() for x, _ in loader])
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, history, early_stopping, epoch):
@@ -172,7 +180,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
             ``TensorLoader``) is told the epoch, so a resumed run sees the same batches.
         scheduler: stepped after every optimiser step (``scheduler_interval="step"``) or every epoch.
         loss_fn: ``loss_fn(logits, y) -> scalar``.
-        metrics: ``{name: fn(pred_labels, targets)}``, computed on train and val; default accuracy as ``acc``.
+        metrics: ``{name: fn(pred_labels, targets)}``, computed on train and val; default accuracy as ``acc``;
+            ``{}`` for none (e.g. when the model returns embeddings). Labels come from ``predicted_labels``.
         checkpoint: file written atomically after every epoch; if it exists, training resumes from it.
         early_stopping: an ``EarlyStopping`` on a ``val_*`` or ``train_*`` key.
         progress: tqdm progress bars; ``None`` shows them except under the smoke profile, CI or COURSE_PROGRESS=0.
@@ -218,14 +227,16 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
                 scheduler.step()
             total_loss += loss.detach().cpu() * len(y)
             n += len(y)
-            preds.append(logits.detach().argmax(1).cpu())
-            targets.append(y.cpu())
+            if metrics:
+                preds.append(predicted_labels(logits.detach()).cpu())
+                targets.append(y.cpu())
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
         seconds = time.perf_counter() - t0
-        preds, targets = torch.cat(preds), torch.cat(targets)
         rec = {"epoch": epoch, "train_loss": float(total_loss) / n}
-        rec.update({f"train_{k}": float(fn(preds, targets)) for k, fn in metrics.items()})
+        if metrics:
+            preds, targets = torch.cat(preds), torch.cat(targets)
+            rec.update({f"train_{k}": float(fn(preds, targets)) for k, fn in metrics.items()})
         if val_loader is not None:
             ev = evaluate(model, val_loader, loss_fn)
             rec["val_loss"] = ev.loss

@@ -139,3 +139,33 @@ def plot_norm_axes(num_samples: int = 4, num_channels: int = 6, groups: int = 2)
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def project_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """``(N, D)`` features -> ``(N, 2)`` with scikit-learn's PCA or t-SNE (perplexity 30, PCA init, seeded)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = torch.as_tensor(features).detach().float().cpu().numpy()
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(x)
+    if method == "tsne":
+        return TSNE(n_components=2, perplexity=min(30.0, (len(x) - 1) / 3), init="pca", random_state=seed).fit_transform(x)
+    raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+
+
+def plot_embeddings(panels: dict, labels, class_names: Sequence[str] | None = None, size: float = 3.0):
+    """Scatter plots of 2-D projections: ``panels = {title: (N, 2) array}``, points coloured by ``labels``."""
+    labels = np.asarray(torch.as_tensor(labels).cpu())
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
+    for ax, (title, xy) in zip(axes[0], panels.items()):
+        for c in np.unique(labels):
+            sel = labels == c
+            name = class_names[int(c)] if class_names is not None else str(c)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=4, alpha=0.6, color=f"C{int(c) % 10}", label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, 0].legend(fontsize=7, markerscale=3, loc="best")
+    fig.tight_layout()
+    return fig

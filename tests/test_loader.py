@@ -69,7 +69,7 @@ def test_bad_arguments():
     x, y = _data()
     with pytest.raises(ValueError, match="labels"):
         TensorLoader(x, y[:3], 4)
-    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):  # 3-D is neither images nor features
         TensorLoader(x[:, 0], y, 4)
     with pytest.raises(ValueError, match="batch_size"):
         TensorLoader(x, y, 0)

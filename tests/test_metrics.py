@@ -24,3 +24,41 @@ def test_scores_and_shape_errors():
     assert accuracy(logits, torch.tensor([0, 1, 1])) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="shapes differ"):
         accuracy(torch.tensor([0, 1]), torch.tensor([0, 1, 1]))
+
+
+def test_binary_logits_are_thresholded_at_zero():
+    logits = torch.tensor([[2.0], [-1.0], [0.5], [-0.2]])
+    assert accuracy(logits, torch.tensor([1, 0, 0, 0])) == pytest.approx(0.75)
+
+
+def test_recall_at_k_against_scikit_learn_neighbours():
+    from sklearn.neighbors import NearestNeighbors
+
+    from course_utils.metrics import recall_at_k
+
+    g = torch.Generator().manual_seed(0)
+    emb, labels = torch.randn(60, 5, generator=g), torch.randint(0, 3, (60,), generator=g)
+    for k in (1, 3):
+        idx = NearestNeighbors(n_neighbors=k + 1).fit(emb.numpy()).kneighbors(emb.numpy(), return_distance=False)[:, 1:]
+        expected = (labels[torch.from_numpy(idx)] == labels[:, None]).any(1).float().mean().item()
+        assert recall_at_k(emb, labels, k) == pytest.approx(expected)
+    separated = torch.cat([torch.zeros(5, 2), torch.full((5, 2), 10.0)]) + 0.01 * torch.randn(10, 2, generator=g)
+    assert recall_at_k(separated, torch.tensor([0] * 5 + [1] * 5)) == 1.0
+    with pytest.raises(ValueError, match="k must be"):
+        recall_at_k(emb, labels, 60)
+
+
+def test_projections_and_embedding_plot():
+    import matplotlib
+    matplotlib.use("Agg")
+    from course_utils.viz import plot_embeddings, project_2d
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.cat([torch.randn(20, 6, generator=g), torch.randn(20, 6, generator=g) + 8])
+    pca = project_2d(feats, "pca")
+    assert pca.shape == (40, 2) and abs(pca[:20, 0].mean() - pca[20:, 0].mean()) > 5  # the first component splits them
+    assert project_2d(feats, "tsne").shape == (40, 2)
+    fig = plot_embeddings({"PCA": pca}, torch.tensor([0] * 20 + [1] * 20), ["a", "b"])
+    assert len(fig.axes) == 1
+    with pytest.raises(ValueError, match="pca' or 'tsne"):
+        project_2d(feats, "umap")

@@ -162,6 +162,25 @@ def test_sgd_one_cycle_survives_very_short_runs(steps):
     model = _model()
     opt, sched = sgd_one_cycle(model, lr=0.1, total_steps=steps)
     for _ in range(steps):
+        assert 0 <= opt.param_groups[0]["lr"] <= 0.1 + 1e-9  # the rate each optimiser step uses
         opt.step()
         sched.step()
-        assert 0 <= opt.param_groups[0]["lr"] <= 0.1 + 1e-9
+
+
+def test_binary_head_metrics_predict_and_no_metrics():
+    from course_utils.train import predict
+
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(64, 3, generator=g)
+    y = (feats[:, 0] > 0).long()
+    head = nn.Linear(3, 1)
+    bce = lambda logit, t: nn.functional.binary_cross_entropy_with_logits(logit[:, 0], t.float())  # noqa: E731
+    loader = TensorLoader(feats, y, 16, shuffle=True)  # (N, D) features are batched like images
+    h = fit(head, loader, TensorLoader(feats, y, 64), epochs=15, optimizer=torch.optim.SGD(head.parameters(), lr=0.5),
+            loss_fn=bce, progress=False, verbose=False)
+    assert h["val_acc"][-1] > 0.9  # binary logits are thresholded at 0, not arg-maxed
+    out = predict(head, TensorLoader(feats, y, 10))
+    torch.testing.assert_close(out, head(feats).detach())
+    h2 = fit(head, loader, None, epochs=1, optimizer=torch.optim.SGD(head.parameters(), lr=0.1), loss_fn=bce,
+             metrics={}, progress=False, verbose=False)
+    assert set(h2.last) == {"epoch", "train_loss", "lr", "seconds", "images_per_s"}

@@ -1,0 +1,425 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 4. Metric learning with the triplet loss
+#
+# A classifier learns *where the class boundaries are*. Metric learning learns *a distance*: an
+# embedding in which images of the same class lie close together and images of different classes lie
+# far apart. The triplet loss {cite}`schroff2015facenet` does this with three images at a time.
+# This chapter puts it to work on a hard binary task and compares it, with several seeds, with the
+# simplest thing that could work: a linear classifier on frozen pretrained features.
+#
+# **Objectives.** After this chapter you can
+# - state the triplet loss and say what its margin does;
+# - build a triplet data set, and mine triplets inside a batch (batch-hard) instead;
+# - train an embedding with the triplet loss, alone or jointly with a classification loss;
+# - judge an embedding by retrieval (recall@1) and by pictures (PCA and t-SNE), not only by accuracy.
+#
+# The experiments follow a course assignment that fine-tuned an ImageNet ResNet-50 on CIFAR cars vs
+# airplanes. Offline, the course does the same thing with what it has: a ResNet pretrained (with
+# labels) on 8 Fashion-MNIST classes, then a binary task on the 2 classes it never saw, chosen to be
+# hard: **T-shirt/top vs Shirt**.
+
+# %%
+import importlib.util
+import subprocess
+import sys
+
+REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+if importlib.util.find_spec("course_utils") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+
+import torch
+
+if "google.colab" in sys.modules and not torch.cuda.is_available():
+    print("No GPU: choose Runtime > Change runtime type > GPU for the full experiment (profile 'gpu').")
+
+# %%
+import copy
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch.nn.functional as F
+from torch import nn
+
+import course_utils
+from course_utils import data, experiments, metrics, viz
+from course_utils.io import atomic_torch_save
+from course_utils.loader import Compose, RandomCrop, RandomHorizontalFlip, TensorLoader
+from course_utils.losses import batch_hard_triplet_loss, sample_triplets, triplet_loss
+from course_utils.models import EmbeddingClassifier, EmbeddingNet, PooledFeatures, TripletNet, resnet6n2
+from course_utils.pretrain import pretrained_backbone
+from course_utils.train import fit, predict, sgd_one_cycle, train_classifier
+
+viz.book_style()
+rt = course_utils.setup(seed=0)
+
+# %% [markdown]
+# ## Configuration
+#
+# `pretrain`: the backbone's training on the 8 other classes (images per class, epochs); `task`:
+# training images per class of the binary task; `triplets`: the size of the triplet data set of part
+# two; `epochs`: epochs of every fine-tuning run; `head_epochs`: epochs of a linear head on frozen
+# features.
+
+# %%
+cfg = course_utils.by_profile(
+    smoke=dict(pretrain=dict(per_class=60, epochs=1), task=60, test=100, triplets=120, epochs=1, head_epochs=3,
+               seeds=[0], margin=0.2, lr=0.05),
+    cpu=dict(pretrain=dict(per_class=1500, epochs=4), task=1000, test=1000, triplets=2000, epochs=5, head_epochs=20,
+             seeds=[0, 1, 2], margin=0.2, lr=0.05),
+    gpu=dict(pretrain=dict(per_class=6000, epochs=15), task=6000, test=1000, triplets=12000, epochs=20, head_epochs=50,
+             seeds=[0, 1, 2, 3, 4], margin=0.2, lr=0.05),
+)
+cfg
+
+# %% [markdown]
+# ## The triplet loss
+#
+# An embedding $f$ maps an image to a point on the unit sphere in $\mathbb{R}^D$. A *triplet* is an
+# anchor $a$, a positive $p$ of the same class and a negative $n$ of another class. The loss asks the
+# negative to be farther from the anchor than the positive, by at least a margin $\alpha$:
+#
+# $$ L(a, p, n) = \max\big(\, \lVert f(a) - f(p) \rVert_2 - \lVert f(a) - f(n) \rVert_2 + \alpha,\; 0 \big). $$
+#
+# A triplet that already satisfies the margin contributes zero loss and zero gradient: it is *easy*
+# and teaches nothing. As training succeeds, most random triplets become easy. **Batch-hard mining**
+# {cite}`hermans2017defense` answers this: in each batch, every image is an anchor, paired with its
+# *farthest* positive and its *nearest* negative in the batch,
+#
+# $$ L_{BH} = \frac{1}{B}\sum_{a} \max\big(\max_{p:\, y_p = y_a} d(a, p) - \min_{n:\, y_n \ne y_a} d(a, n) + \alpha,\; 0\big). $$
+#
+# Our `triplet_loss` equals PyTorch's `nn.TripletMarginLoss`, and `batch_hard_triplet_loss` equals a
+# brute-force loop over all anchors (`tests/test_losses.py` checks both, with gradients). Checked on
+# fixed tensors:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+a = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+p = torch.tensor([[0.0, 1.0], [1.0, 0.5], [0.0, 1.0]])
+n = torch.tensor([[3.0, 0.0], [1.0, 0.2], [0.0, 1.5]])
+ours = triplet_loss(a, p, n, margin=1.0)
+theirs = nn.TripletMarginLoss(margin=1.0)(a, p, n)
+print(f"triplet loss: ours {ours:.4f}, PyTorch {theirs:.4f}, equal: {torch.allclose(ours, theirs)}")
+emb = torch.tensor([[0.0, 0.0], [0.0, 1.0], [3.0, 0.0], [2.0, 0.0]])
+labels = torch.tensor([0, 0, 1, 1])
+print(f"batch-hard loss (margin 0.5): {batch_hard_triplet_loss(emb, labels, margin=0.5):.4f}")
+print(f"batch-hard loss, soft margin: {batch_hard_triplet_loss(emb, labels, soft=True):.4f}")
+
+# %% [markdown]
+# Work the batch-hard value out by hand: anchor 0 has its farthest positive at distance 1 and its
+# nearest negative at 2, so $\max(1 - 2 + 0.5, 0) = 0$; anchor 1: $\max(1 - \sqrt 5 + 0.5, 0) = 0$;
+# anchor 2: positive at 1, nearest negative (point 0) at 3, so 0; anchor 3: positive at 1, nearest
+# negative (point 0) at 2, so 0 again. The batch is already separated with margin 0.5, so the loss is 0; the soft margin
+# $\log(1 + e^{d_{ap} - d_{an}})$ never reaches zero and keeps pulling.
+#
+# ## The data
+#
+# The backbone is pretrained on the 8 classes other than T-shirt/top and Shirt. The binary task then
+# uses only those two: label 0 for T-shirt/top, 1 for Shirt, a class-balanced training subset and the
+# official test images of the two classes.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x_all, y_all = data.load_fashion_mnist("train")
+x_test_all, y_test_all = data.load_fashion_mnist("test")
+TASK = (data.FASHION_CLASSES.index("T-shirt/top"), data.FASHION_CLASSES.index("Shirt"))
+PRE = [c for c in range(10) if c not in TASK]
+print("pretraining classes:", ", ".join(data.FASHION_CLASSES[c] for c in PRE))
+print("task: 0 =", data.FASHION_CLASSES[TASK[0]], "| 1 =", data.FASHION_CLASSES[TASK[1]])
+in_task = (y_test_all == TASK[0]) | (y_test_all == TASK[1])
+print("test images of the two task classes:", int(in_task.sum()))
+triplets = sample_triplets(torch.tensor([0, 0, 0, 1, 1, 1]), 4, seed=0)
+print("4 triplets (anchor, positive, negative) over labels [0,0,0,1,1,1]:", triplets.tolist())
+toy = torch.arange(100) % 2
+t = sample_triplets(toy, 1000, seed=0)
+print("1000 triplets over 50 + 50 labels: anchors per class", torch.bincount(toy[t[:, 0]]).tolist(),
+      "| positives match the anchor:", bool((toy[t[:, 1]] == toy[t[:, 0]]).all()),
+      "| negatives differ:", bool((toy[t[:, 2]] != toy[t[:, 0]]).all()), "| a == p never:", bool((t[:, 0] != t[:, 1]).all()))
+
+
+# %%
+def task_split(x, y, per_class, seed):
+    """Images of the two task classes, relabelled 0 / 1, ``per_class`` of each."""
+    keep = (y == TASK[0]) | (y == TASK[1])
+    xs, ys = x[keep], (y[keep] == TASK[1]).long()
+    idx = data.stratified_subset(ys, per_class, seed=seed)
+    return xs[idx], ys[idx]
+
+
+x_task, y_task = task_split(x_all, y_all, cfg["task"], seed=0)
+x_test, y_test = task_split(x_test_all, y_test_all, cfg["test"], seed=0)
+pre_keep = torch.isin(y_all, torch.tensor(PRE))
+remap = torch.full((10,), -1, dtype=torch.long)
+remap[PRE] = torch.arange(8)
+pre_idx = data.stratified_subset(remap[y_all[pre_keep]], cfg["pretrain"]["per_class"], seed=0)
+x_pre, y_pre = x_all[pre_keep][pre_idx], remap[y_all[pre_keep]][pre_idx]
+print(f"pretraining: {len(y_pre)} images of 8 classes | task train: {len(y_task)} | task test: {len(y_test)}")
+viz.show_images(torch.cat([x_task[y_task == 0][:8], x_task[y_task == 1][:8]]),
+                ["T-shirt/top"] * 8 + ["Shirt"] * 8, ncols=8);
+
+# %% [markdown]
+# ## The pretrained backbone
+#
+# A ResNet-14 (Chapter 1) trained on the 8 pretraining classes. Training it takes a minute or two on a
+# CPU, so `pretrained_backbone` keeps its weights on disk under a name derived from the configuration
+# and loads them on every later run; a changed configuration trains a new backbone.
+
+# %%
+NORMALIZE = dict(mean=data.FASHION_MEAN, std=data.FASHION_STD)
+AUGMENT = Compose([RandomCrop(2), RandomHorizontalFlip()])
+RUNS = experiments.runs_dir("ch04")
+pre_cfg = dict(arch="resnet14", classes=PRE, **cfg["pretrain"], seed=0, lr=0.2)
+
+
+def build_backbone():
+    return resnet6n2(2, 8, norm="torch_bn")
+
+
+def pretrain(model):
+    course_utils.runtime.seed_everything(0)
+    train_classifier(model, (x_pre, y_pre), None, epochs=pre_cfg["epochs"], batch_size=128, lr=pre_cfg["lr"],
+                     label_smoothing=0.1, augment=AUGMENT, **NORMALIZE)
+
+
+backbone, cached, path = pretrained_backbone(build_backbone, pretrain, pre_cfg, RUNS, name="resnet14-fmnist8")
+print("backbone", "loaded from" if cached else "trained and saved to", path.name)
+
+
+# %% [markdown]
+# ## Experiments
+#
+# Five ways to solve the binary task, each with the same data, backbone, epochs and seeds:
+#
+# | part | what is trained | loss |
+# |---|---|---|
+# | 1 frozen + linear | a linear head on the frozen backbone's pooled features | BCE (sigmoid) |
+# | 2 triplets (random) | backbone + projection to a 32-d embedding, on a fixed data set of random triplets; then a linear head on the frozen embedding | triplet, then BCE |
+# | 2b triplets (batch-hard) | the same, with triplets mined inside each batch | batch-hard triplet, then BCE |
+# | 3 triplet + BCE | backbone, embedding and head together; triplets mined in each batch | BCE + batch-hard triplet |
+# | plain classifier | backbone, embedding and head together | BCE |
+#
+# Every embedding is L2-normalised, the margin is $\alpha$ = 0.2, and the fine-tuning runs use SGD with
+# a one-cycle schedule. Each run reports test accuracy, **recall@1** (for each test image, is its
+# nearest other test image in the embedding of the same class?) and the **fraction of active
+# triplets** (on a fixed set of random test triplets, how many still violate the margin).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+probe = EmbeddingClassifier(EmbeddingNet(build_backbone(), feature_dim=64, embed_dim=32), 32).eval()
+count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+print(f"backbone (ResNet-14 with its 8-class layer): {count(probe.embed.backbone):,} parameters")
+print(f"projection 64 -> 32: {count(probe.embed.proj):,} | binary head 32 -> 1: {count(probe.head):,}")
+print("2 triplets -> TripletNet ->", tuple(TripletNet(probe.embed)(torch.zeros(2, 3, 28, 28)).shape),
+      "| 2 images -> EmbeddingClassifier ->", tuple(probe(torch.zeros(2, 1, 28, 28)).shape), "(logit + embedding)")
+
+
+# %%
+def bce(logit, y):
+    return F.binary_cross_entropy_with_logits(logit[:, 0], y.float())
+
+
+def embeddings_of(net, images):
+    return predict(net, TensorLoader(images, torch.zeros(len(images)), 500, **NORMALIZE))
+
+
+def fit_head(features_train, features_test, seed):
+    """A linear head with a sigmoid, trained with BCE on frozen features; returns train and test accuracy."""
+    torch.manual_seed(seed)
+    head = nn.Linear(features_train.shape[1], 1)
+    loader = TensorLoader(features_train, y_task, 64, shuffle=True, seed=seed)
+    opt, sched = sgd_one_cycle(head, 0.5, cfg["head_epochs"] * len(loader), weight_decay=0.0)
+    fit(head, loader, None, epochs=cfg["head_epochs"], optimizer=opt, scheduler=sched, loss_fn=bce, metrics={},
+        progress=False, verbose=False)
+    with torch.no_grad():
+        return metrics.accuracy(head(features_train), y_task), metrics.accuracy(head(features_test), y_test)
+
+
+TEST_TRIPLETS = sample_triplets(y_test, 2000, seed=123)
+
+
+def embedding_scores(z_test):
+    """Recall@1 and the fraction of fixed test triplets that violate the margin, on unit-length embeddings."""
+    z = F.normalize(z_test, dim=1)
+    a, p, n = z[TEST_TRIPLETS[:, 0]], z[TEST_TRIPLETS[:, 1]], z[TEST_TRIPLETS[:, 2]]
+    active = ((a - p).norm(dim=1) - (a - n).norm(dim=1) + cfg["margin"] > 0).float().mean().item()
+    return {"recall@1": metrics.recall_at_k(z, y_test, 1), "active_triplets": active}
+
+
+def fine_tune(model, images, labels, loss_fn, seed):
+    """Fine-tune ``model`` (backbone included) with SGD + one-cycle; returns the loss per epoch."""
+    loader = TensorLoader(images, labels, 64, shuffle=True, augment=AUGMENT, drop_last=True, seed=seed, **NORMALIZE)
+    opt, sched = sgd_one_cycle(model, cfg["lr"], cfg["epochs"] * len(loader))
+    h = fit(model, loader, None, epochs=cfg["epochs"], optimizer=opt, scheduler=sched, loss_fn=loss_fn, metrics={},
+            progress=False, verbose=False)
+    return h["train_loss"]
+
+
+def run_part(config, seed):
+    course_utils.runtime.seed_everything(seed)
+    part, margin = config["part"], cfg["margin"]
+    embed = EmbeddingNet(copy.deepcopy(backbone), feature_dim=64, embed_dim=32)
+    curve = []
+    if part == "1 frozen + linear":
+        frozen = PooledFeatures(backbone)  # the pretrained backbone's 64 pooled features, never updated
+        f_train, f_test = embeddings_of(frozen, x_task), embeddings_of(frozen, x_test)
+    elif part in ("2 triplets (random)", "2b triplets (batch-hard)"):
+        if part.startswith("2 "):
+            idx = sample_triplets(y_task, cfg["triplets"], seed=seed)  # (T, 3): a fixed triplet data set
+            stacked = x_task[idx][:, :, 0]  # (T, 3, 28, 28): a triplet is an image with three channels
+            curve = fine_tune(TripletNet(embed), stacked, torch.zeros(len(idx)),
+                              lambda out, _: triplet_loss(out[:, 0], out[:, 1], out[:, 2], margin=margin), seed)
+        else:
+            curve = fine_tune(embed, x_task, y_task, lambda z, y: batch_hard_triplet_loss(z, y, margin=margin), seed)
+        f_train, f_test = embeddings_of(embed, x_task), embeddings_of(embed, x_test)
+    else:
+        model = EmbeddingClassifier(embed, 32)
+        joint = part == "3 triplet + BCE"
+        loss = (lambda out, y: bce(out[:, :1], y) + batch_hard_triplet_loss(out[:, 1:], y, margin=margin)) if joint \
+            else (lambda out, y: bce(out[:, :1], y))
+        curve = fine_tune(model, x_task, y_task, loss, seed)
+        out_train, out_test = embeddings_of(model, x_task), embeddings_of(model, x_test)
+        f_train, f_test = out_train[:, 1:], out_test[:, 1:]
+        train_acc, test_acc = metrics.accuracy(out_train[:, :1], y_task), metrics.accuracy(out_test[:, :1], y_test)
+    if part in ("1 frozen + linear", "2 triplets (random)", "2b triplets (batch-hard)"):
+        train_acc, test_acc = fit_head(f_train, f_test, seed)
+    if seed == cfg["seeds"][0]:
+        atomic_torch_save(f_test, RUNS / f"test-embedding-{part.split()[0]}-s{seed}.pt")
+    return {"train_acc": train_acc, "test_acc": test_acc, **embedding_scores(f_test), "curve_loss": curve}
+
+
+PARTS = ["1 frozen + linear", "2 triplets (random)", "2b triplets (batch-hard)", "3 triplet + BCE", "plain classifier"]
+runs = experiments.run_grid({p: {"part": p, **{k: cfg[k] for k in ("task", "triplets", "epochs", "head_epochs", "lr", "margin")}}
+                             for p in PARTS}, cfg["seeds"], run_part, cache_dir=RUNS)
+
+# %%
+COLS = ["train_acc", "test_acc", "recall@1", "active_triplets"]
+summary = experiments.summarize(runs, COLS, baseline="1 frozen + linear")
+experiments.format_mean_std(summary, COLS)
+
+# %% [markdown]
+# Percent, mean ± std over the seeds; Δ is the difference from part one (the frozen features),
+# marked "(noise)" when smaller than the seed-to-seed spread. For the active triplets, lower is better.
+
+# %%
+s = summary
+base = s.loc["1 frozen + linear"]
+print(f"C17  frozen pretrained features + linear head: test acc {base['test_acc_mean'] * 100:.2f} "
+      f"± {base['test_acc_std'] * 100:.2f}")
+for part in PARTS[1:4]:
+    d, beyond = s.loc[part, "test_acc_delta"] * 100, s.loc[part, "test_acc_beyond_noise"]
+    print(f"C18  {part}: test acc {s.loc[part, 'test_acc_mean'] * 100:.2f} ({d:+.2f} vs frozen, "
+          f"{'beyond' if beyond else 'inside'} the seed spread)")
+print("ranking by test accuracy:", " > ".join(s["test_acc_mean"].sort_values(ascending=False).index))
+
+# %%
+fig, ax = plt.subplots(figsize=(5.5, 3.3))
+for i, part in enumerate(PARTS[1:], start=1):
+    for j, curve in enumerate(runs[runs.variant == part]["curve_loss"]):
+        ax.plot(range(1, len(curve) + 1), curve, color=f"C{i}", marker="o", ms=3, alpha=0.8,
+                label=part if j == 0 else None)
+ax.set(xlabel="epoch", ylabel="training loss", title="fine-tuning losses (one line per seed)")
+ax.grid(alpha=0.3)
+ax.legend(fontsize=7)
+fig.tight_layout()
+
+# %% [markdown]
+# The losses are not on one scale (a triplet loss with margin 0.2 starts near 0.2; BCE starts near
+# ln 2 = 0.69), so compare the *shapes*: the random-triplet loss falls towards zero quickly, because
+# most random triplets become easy; the batch-hard loss stays up, since the hardest triplet in a batch
+# of Shirts and T-shirts rarely satisfies the margin.
+#
+# ## The embeddings
+#
+# PCA (a linear projection onto the two directions of largest variance) and t-SNE (a non-linear map
+# that keeps neighbours together) of the test embeddings of the first seed, after each part.
+
+# %%
+panels_pca, panels_tsne = {}, {}
+for part in PARTS:
+    z = torch.load(RUNS / f"test-embedding-{part.split()[0]}-s{cfg['seeds'][0]}.pt", weights_only=True)
+    z = F.normalize(z, dim=1)
+    panels_pca[part] = viz.project_2d(z, "pca")
+    panels_tsne[part] = viz.project_2d(z, "tsne")
+names = ["T-shirt/top", "Shirt"]
+viz.plot_embeddings(panels_pca, y_test, names, size=2.6).suptitle("PCA", y=1.02);
+viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.02);
+
+# %% [markdown]
+# ## What it means
+#
+# **Frozen features are a strong baseline** (C17). The backbone never saw a T-shirt or a shirt, yet a
+# linear head on its 64 pooled features separates them well above chance: features learned on
+# pullovers, coats and dresses transfer to the two unseen upper-body classes. Read the exact level
+# from the table; this is the number every other part has to beat.
+#
+# **Fine-tuning is what helps; the loss matters less** (C18). Every part that updates the backbone
+# beats the frozen features. Whether the triplet loss, the joint loss or plain BCE does it best is
+# decided by the Δ column and its "(noise)" marks, not by the order of the means.
+#
+# **What the margin does.** With unit-length embeddings, distances lie in [0, 2]. The margin sets how
+# much farther a negative must be than a positive before a triplet stops contributing; a margin of 0
+# would be satisfied by mapping every image to one point, and a margin near 2 can never be satisfied,
+# so every triplet keeps pulling and pushing. The active-triplet column shows how many test triplets
+# still violate $\alpha$ = 0.2 after training.
+#
+# **Why easy triplets stop teaching.** A triplet that satisfies the margin has zero loss and zero
+# gradient. After a few epochs on random triplets most of them are easy, the loss curve is near zero,
+# and training has little left to learn from; batch-hard mining keeps choosing the triplets that
+# still violate the margin, which is why its loss stays high while its embedding keeps improving.
+#
+# **When does metric learning beat a plain classifier?** When the embedding itself is the product:
+# retrieval, verification (is this the same person?), or classes that are not known at training time
+# (a new face, a new product), where a classifier's output layer has nothing to offer and distances
+# in the embedding still work. Recall@1 measures exactly that use. For a fixed, closed set of two
+# classes with enough labels, a classifier trained with BCE is as good and simpler, and the table
+# above says whether the triplet term added anything here.
+#
+# ## Exercises
+#
+# 1. **Compute a loss by hand.** For $a = (0, 0)$, $p = (0, 1)$, $n = (3, 0)$ and margin 1, what is
+#    the triplet loss? And with $n = (0.5, 0)$?
+# 2. **Count triplets.** A batch has $P$ classes with $K$ images each. How many valid triplets
+#    $(a, p, n)$ does it contain, and how many does batch-hard use?
+# 3. **Change the margin.** Re-run part 2b with margins 0.05 and 1.0 (change `cfg["margin"]`). Predict
+#    first what happens to the active-triplet fraction and to recall@1.
+# 4. **Recall@k.** Compute recall@5 of the part-3 embedding. Why is recall@k never smaller than
+#    recall@1?
+
+# %% tags=["solution", "hide-input"]
+# Solutions 1 and 2, checked with the course's loss and by counting.
+a, p = torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+for n_point in ([3.0, 0.0], [0.5, 0.0]):
+    print(f"n = {n_point}: loss {triplet_loss(a, p, torch.tensor([n_point]), margin=1.0):.3f}")
+P, K = 2, 32
+print(f"P={P}, K={K}: valid triplets P*K*(K-1)*(P-1)*K = {P * K * (K - 1) * (P - 1) * K:,}; batch-hard uses P*K = {P * K}")
+
+# %% [markdown] tags=["solution"]
+# ```{admonition} Solutions
+# :class: dropdown
+# **1.** $d(a,p) = 1$, $d(a,n) = 3$: $\max(1 - 3 + 1, 0) = 0$, an easy triplet. With $n = (0.5, 0)$:
+# $d(a,n) = 0.5$, so $\max(1 - 0.5 + 1, 0) = 1.5$ (the values printed above include the
+# $10^{-6}$ that `nn.TripletMarginLoss` adds inside the norm).
+#
+# **2.** Each of the $PK$ anchors has $K - 1$ positives and $(P - 1)K$ negatives: $PK(K-1)(P-1)K$
+# triplets, 63,488 for two classes of 32. Batch-hard keeps one per anchor, $PK = 64$: the hardest.
+#
+# **3.** A small margin is satisfied early: few active triplets, the loss vanishes, and the embedding
+# stops improving where the classes are barely apart. A margin of 1.0 on the unit sphere is hard to
+# satisfy for Shirts and T-shirts: most triplets stay active and keep pushing, which can spread the
+# classes further, or overfit the training images. Recall@1 decides which.
+#
+# **4.** Recall@k asks whether *any* of the k nearest neighbours has the right class; the nearest one
+# is among them, so every hit at k = 1 is a hit at k = 5.
+# ```

@@ -1,0 +1,128 @@
+"""Metric-learning losses: the triplet loss, its batch-hard variant, and a triplet sampler.
+
+An embedding network ``f`` is trained so that ``d(f(a), f(p)) + margin <= d(f(a), f(n))`` for an
+anchor ``a``, a positive ``p`` of the same class and a negative ``n`` of another class:
+
+- ``triplet_loss``: the triplet loss of Schroff, Kalenichenko & Philbin 2015 (FaceNet) on given
+  triplets, identical to ``torch.nn.TripletMarginLoss``; ``sample_triplets`` draws random triplets.
+- ``batch_hard_triplet_loss``: Hermans, Beyer & Leibe 2017 ("In Defense of the Triplet Loss for
+  Person Re-Identification"): every example of a batch is an anchor, paired with its hardest
+  positive and hardest negative in the batch, so no triplets need to be mined offline.
+
+Each is tested against PyTorch or a brute-force loop in ``tests/test_losses.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_PK_HINT = "use a sampler that draws P classes x K examples (K >= 2) per batch"
+
+
+def _check_margin(margin: float) -> None:
+    if margin <= 0:
+        raise ValueError(f"margin must be > 0, got {margin}: with margin 0, mapping every input to one point "
+                         f"already gives zero loss")
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    if a.ndim != 2 or a.shape != b.shape:
+        raise ValueError(f"anchor and {what} must both be (B, D), got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                 margin: float = 1.0, p: float = 2) -> torch.Tensor:
+    """Triplet loss (Schroff et al. 2015): mean over ``(B, D)`` triplets of ``max(d(a, p) - d(a, n) + margin, 0)``.
+
+    ``d(x, y) = ||x - y + eps||_p`` with ``eps = 1e-6``, as ``F.pairwise_distance`` computes it, so the
+    result equals ``torch.nn.TripletMarginLoss(margin, p)(anchor, positive, negative)``; like it, ``margin > 0``.
+    """
+    _check_pair(anchor, positive, "positive")
+    _check_pair(anchor, negative, "negative")
+    _check_margin(margin)
+    eps = 1e-6
+    d_ap = torch.linalg.vector_norm(anchor - positive + eps, ord=p, dim=-1)  # (B,)
+    d_an = torch.linalg.vector_norm(anchor - negative + eps, ord=p, dim=-1)  # (B,)
+    return (margin + d_ap - d_an).clamp_min(0).mean()
+
+
+def pairwise_distances(embeddings: torch.Tensor, squared: bool = False) -> torch.Tensor:
+    """``(B, D)`` embeddings -> ``(B, B)`` Euclidean distances (squared if ``squared``), zero on the diagonal.
+
+    Uses ``||x||^2 - 2 x.y + ||y||^2`` (one matrix product), clamped at 0 against round-off. The square
+    root is taken only where the squared distance is positive, so its gradient stays finite (zero)
+    where two embeddings coincide, instead of ``0 / 0 = nan``.
+    """
+    if embeddings.ndim != 2:
+        raise ValueError(f"embeddings must be (B, D), got {tuple(embeddings.shape)}")
+    sq_norms = embeddings.pow(2).sum(1)  # (B,)
+    sq = sq_norms[:, None] - 2 * embeddings @ embeddings.T + sq_norms[None, :]
+    eye = torch.eye(len(embeddings), dtype=torch.bool, device=embeddings.device)
+    sq = sq.masked_fill(eye, 0).clamp_min(0)
+    if squared:
+        return sq
+    zero = sq == 0
+    return sq.masked_fill(zero, 1).sqrt().masked_fill(zero, 0)
+
+
+def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,
+                            soft: bool = False) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al. 2017) of ``(B, D)`` embeddings with ``(B,)`` labels.
+
+    For each anchor: ``d_ap`` = distance to its farthest positive (same label, not itself) and ``d_an`` =
+    distance to its nearest negative (other label); loss ``relu(d_ap - d_an + margin)``, or the soft
+    margin ``softplus(d_ap - d_an)`` when ``soft`` (``margin`` is then unused). Averaged over the anchors
+    with a positive and a negative.
+    """
+    if not soft:
+        _check_margin(margin)
+    labels = torch.as_tensor(labels, device=embeddings.device)
+    if labels.shape != embeddings.shape[:1]:
+        raise ValueError(f"labels must be ({len(embeddings)},), got {tuple(labels.shape)}")
+    dist = pairwise_distances(embeddings)  # (B, B)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=dist.device)
+    is_pos, is_neg = same & ~eye, ~same
+    valid = is_pos.any(1) & is_neg.any(1)  # (B,)
+    if not valid.any():
+        raise ValueError(f"batch-hard triplet loss: no anchor has both a positive and a negative; the batch "
+                         f"needs at least two classes and two examples of one class; {_PK_HINT}")
+    d_ap = dist.masked_fill(~is_pos, float("-inf")).amax(1)[valid]
+    d_an = dist.masked_fill(~is_neg, float("inf")).amin(1)[valid]
+    gap = d_ap - d_an
+    return (F.softplus(gap) if soft else F.relu(gap + margin)).mean()
+
+
+def sample_triplets(labels, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` random triplets as a ``(n, 3)`` LongTensor of indices ``(anchor, positive, negative)`` into ``labels``.
+
+    The anchor is uniform over all examples, the positive uniform over the other examples of its class,
+    the negative uniform over the examples of the other classes. Deterministic for a given ``seed``.
+    """
+    labels = torch.as_tensor(labels).reshape(-1).cpu()
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    classes, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    if len(classes) < 2:
+        raise ValueError(f"triplets need at least two classes, got {len(classes)}")
+    if counts.min() < 2:
+        raise ValueError(f"every class needs at least two examples for a positive; class "
+                         f"{classes[counts.argmin()].item()} has {counts.min().item()}")
+    # Examples grouped by class: class c occupies order[start[c] : start[c] + counts[c]].
+    order = torch.argsort(inverse, stable=True)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order)) - start[inverse[order]]  # position of each example in its class block
+    g = torch.Generator().manual_seed(seed)
+
+    def uniform_below(high: torch.Tensor) -> torch.Tensor:  # one integer in [0, high) per element
+        return (torch.rand(n, generator=g, dtype=torch.float64) * high).long().minimum(high - 1)
+
+    anchor = torch.randint(len(labels), (n,), generator=g)
+    c = inverse[anchor]
+    r = uniform_below(counts[c] - 1)  # skip the anchor itself within its class block
+    positive = order[start[c] + r + (r >= rank[anchor]).long()]
+    r = uniform_below(len(labels) - counts[c])  # skip the anchor's whole class block
+    negative = order[r + (r >= start[c]).long() * counts[c]]
+    return torch.stack([anchor, positive, negative], 1)
