@@ -24,7 +24,7 @@ def torchvision_dataset(root: Path) -> datasets.FashionMNIST:
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     src = _find_dir("train")
-    for name in FASHION_FILES["train"]:
+    for name in FASHION_FILES["train"] + FASHION_FILES["test"]:  # torchvision checks that all four exist
         with gzip.open(src / name) as f, open(raw / name[:-3], "wb") as out:
             shutil.copyfileobj(f, out)
     tf = transforms.Compose([transforms.RandomCrop(28, padding=2), transforms.RandomHorizontalFlip(),
