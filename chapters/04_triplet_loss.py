@@ -207,7 +207,9 @@ print("backbone", "loaded from" if cached else "trained and saved to", path.name
 # | 1 frozen + linear | a linear head on the frozen backbone's pooled features | BCE (sigmoid) |
 # | 2 triplets (random) | backbone + projection to a 32-d embedding, on a fixed data set of random triplets; then a linear head on the frozen embedding | triplet, then BCE |
 # | 2b triplets (batch-hard) | the same, with triplets mined inside each batch | batch-hard triplet, then BCE |
-# | 3 triplet + BCE | backbone, embedding and head together; triplets mined in each batch | BCE + batch-hard triplet |
+# | 2c triplets (batch-hard, soft) | the same with the soft margin $\log(1 + e^{d_{ap} - d_{an}})$ | soft batch-hard, then BCE |
+# | 3 triplet + BCE | backbone, embedding and head together; for every image of a batch a random positive and negative from the same batch | BCE + triplet |
+# | 3b batch-hard + BCE | the same, with batch-hard triplets | BCE + batch-hard triplet |
 # | plain classifier | backbone, embedding and head together | BCE |
 #
 # Every embedding is L2-normalised, the margin is $\alpha$ = 0.2, and the fine-tuning runs use SGD with
@@ -266,6 +268,12 @@ def fine_tune(model, images, labels, loss_fn, seed):
     return h["train_loss"]
 
 
+def in_batch_triplets(z, y):
+    """Triplet loss over one random (anchor, positive, negative) per image, drawn from the batch and its labels."""
+    idx = sample_triplets(y, len(y), seed=int(torch.randint(2**31 - 1, ())))  # seeded by the run's global RNG
+    return triplet_loss(z[idx[:, 0]], z[idx[:, 1]], z[idx[:, 2]], margin=cfg["margin"])
+
+
 def run_part(config, seed):
     course_utils.runtime.seed_everything(seed)
     part, margin = config["part"], cfg["margin"]
@@ -274,32 +282,36 @@ def run_part(config, seed):
     if part == "1 frozen + linear":
         frozen = PooledFeatures(backbone)  # the pretrained backbone's 64 pooled features, never updated
         f_train, f_test = embeddings_of(frozen, x_task), embeddings_of(frozen, x_test)
-    elif part in ("2 triplets (random)", "2b triplets (batch-hard)"):
+    elif part.startswith("2"):
         if part.startswith("2 "):
             idx = sample_triplets(y_task, cfg["triplets"], seed=seed)  # (T, 3): a fixed triplet data set
             stacked = x_task[idx][:, :, 0]  # (T, 3, 28, 28): a triplet is an image with three channels
             curve = fine_tune(TripletNet(embed), stacked, torch.zeros(len(idx)),
                               lambda out, _: triplet_loss(out[:, 0], out[:, 1], out[:, 2], margin=margin), seed)
         else:
-            curve = fine_tune(embed, x_task, y_task, lambda z, y: batch_hard_triplet_loss(z, y, margin=margin), seed)
+            soft = part == "2c triplets (batch-hard, soft)"
+            curve = fine_tune(embed, x_task, y_task,
+                              lambda z, y: batch_hard_triplet_loss(z, y, margin=margin, soft=soft), seed)
         f_train, f_test = embeddings_of(embed, x_task), embeddings_of(embed, x_test)
     else:
         model = EmbeddingClassifier(embed, 32)
-        joint = part == "3 triplet + BCE"
-        loss = (lambda out, y: bce(out[:, :1], y) + batch_hard_triplet_loss(out[:, 1:], y, margin=margin)) if joint \
-            else (lambda out, y: bce(out[:, :1], y))
+        metric_term = {"3 triplet + BCE": in_batch_triplets,
+                       "3b batch-hard + BCE": lambda z, y: batch_hard_triplet_loss(z, y, margin=margin),
+                       "plain classifier": lambda z, y: 0.0}[part]
+        loss = lambda out, y: bce(out[:, :1], y) + metric_term(out[:, 1:], y)  # noqa: E731
         curve = fine_tune(model, x_task, y_task, loss, seed)
         out_train, out_test = embeddings_of(model, x_task), embeddings_of(model, x_test)
         f_train, f_test = out_train[:, 1:], out_test[:, 1:]
         train_acc, test_acc = metrics.accuracy(out_train[:, :1], y_task), metrics.accuracy(out_test[:, :1], y_test)
-    if part in ("1 frozen + linear", "2 triplets (random)", "2b triplets (batch-hard)"):
+    if part.startswith(("1", "2")):
         train_acc, test_acc = fit_head(f_train, f_test, seed)
     if seed == cfg["seeds"][0]:
         atomic_torch_save(f_test, RUNS / f"test-embedding-{part.split()[0]}-s{seed}.pt")
     return {"train_acc": train_acc, "test_acc": test_acc, **embedding_scores(f_test), "curve_loss": curve}
 
 
-PARTS = ["1 frozen + linear", "2 triplets (random)", "2b triplets (batch-hard)", "3 triplet + BCE", "plain classifier"]
+PARTS = ["1 frozen + linear", "2 triplets (random)", "2b triplets (batch-hard)", "2c triplets (batch-hard, soft)",
+         "3 triplet + BCE", "3b batch-hard + BCE", "plain classifier"]
 runs = experiments.run_grid({p: {"part": p, **{k: cfg[k] for k in ("task", "triplets", "epochs", "head_epochs", "lr", "margin")}}
                              for p in PARTS}, cfg["seeds"], run_part, cache_dir=RUNS)
 
@@ -317,11 +329,15 @@ s = summary
 base = s.loc["1 frozen + linear"]
 print(f"C17  frozen pretrained features + linear head: test acc {base['test_acc_mean'] * 100:.2f} "
       f"± {base['test_acc_std'] * 100:.2f}")
-for part in PARTS[1:4]:
+for part in PARTS[1:6]:
     d, beyond = s.loc[part, "test_acc_delta"] * 100, s.loc[part, "test_acc_beyond_noise"]
     print(f"C18  {part}: test acc {s.loc[part, 'test_acc_mean'] * 100:.2f} ({d:+.2f} vs frozen, "
           f"{'beyond' if beyond else 'inside'} the seed spread)")
 print("ranking by test accuracy:", " > ".join(s["test_acc_mean"].sort_values(ascending=False).index))
+for part in PARTS:
+    final = [c[-1] for c in runs[runs.variant == part]["curve_loss"] if c]
+    if final:
+        print(f"final training loss, {part}: {sum(final) / len(final):.3f}")
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 3.3))
@@ -335,10 +351,25 @@ ax.legend(fontsize=7)
 fig.tight_layout()
 
 # %% [markdown]
-# The losses are not on one scale (a triplet loss with margin 0.2 starts near 0.2; BCE starts near
-# ln 2 = 0.69), so compare the *shapes*: the random-triplet loss falls towards zero quickly, because
-# most random triplets become easy; the batch-hard loss stays up, since the hardest triplet in a batch
-# of Shirts and T-shirts rarely satisfies the margin.
+# The losses are not on one scale, so compare their shapes and where they end, against two landmarks:
+# a triplet loss whose embedding has **collapsed** to one point (every distance 0) equals the margin,
+# $\max(0 - 0 + \alpha, 0) = 0.2$, and a BCE whose head has nothing to separate equals
+# $\ln 2 \approx 0.693$; so does the soft margin, $\log(1 + e^{0}) = \ln 2$. The random-triplet loss
+# falls steadily below the margin; the plain classifier's BCE falls well below ln 2. The batch-hard
+# runs end at those landmarks: about 0.21 for batch-hard, about 0.69 for its soft version, and about
+# 0.69 + 0.21 = 0.90 for batch-hard + BCE (the printed final losses).
+#
+# **The batch-hard runs collapsed.** Mining the hardest positive and the hardest negative of every
+# anchor, in batches of two classes that look alike (and where some shirts look more like T-shirts
+# than like other shirts), gives gradients that pull everything together faster than they push the
+# classes apart; once all embeddings sit at one point, every distance is zero, the loss is stuck at
+# the margin and its gradient vanishes. The active-triplet column shows it: 100% of the test triplets
+# violate the margin. Hermans et al. report the same danger and train with larger batches of many
+# identities (P classes x K images) and a soft margin; with two classes the first is not available,
+# and the soft margin (row 2c) collapsed here as well. The
+# joint model with batch-hard mining shows how bad this is: its embedding is the input of its head,
+# so the head has nothing left to separate and answers at chance. Random in-batch triplets (part 3),
+# the assignment's choice, do not collapse.
 #
 # ## The embeddings
 #
@@ -364,9 +395,10 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 # pullovers, coats and dresses transfer to the two unseen upper-body classes. Read the exact level
 # from the table; this is the number every other part has to beat.
 #
-# **Fine-tuning is what helps; the loss matters less** (C18). Every part that updates the backbone
-# beats the frozen features. Whether the triplet loss, the joint loss or plain BCE does it best is
-# decided by the Δ column and its "(noise)" marks, not by the order of the means.
+# **Fine-tuning helps, when the loss does not collapse** (C18). The runs that update the backbone with
+# random triplets, random triplets + BCE or plain BCE beat the frozen features; the batch-hard runs
+# do not. Whether the triplet loss, the joint loss or plain BCE does it best is decided by the Δ column
+# and its "(noise)" marks, not by the order of the means.
 #
 # **What the margin does.** With unit-length embeddings, distances lie in [0, 2]. The margin sets how
 # much farther a negative must be than a positive before a triplet stops contributing; a margin of 0
@@ -375,9 +407,12 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 # still violate $\alpha$ = 0.2 after training.
 #
 # **Why easy triplets stop teaching.** A triplet that satisfies the margin has zero loss and zero
-# gradient. After a few epochs on random triplets most of them are easy, the loss curve is near zero,
-# and training has little left to learn from; batch-hard mining keeps choosing the triplets that
-# still violate the margin, which is why its loss stays high while its embedding keeps improving.
+# gradient. As training on random triplets proceeds, more of them become easy, the loss falls, and
+# fewer triplets carry a gradient; that is the argument for mining hard ones. This chapter also shows
+# the price of mining only the hardest: the hardest triplets of two look-alike classes are the most
+# ambiguous images, and following them alone collapsed the embedding. Practical recipes mine
+# *semi-hard* negatives (farther than the positive, but within the margin, as FaceNet does) or average
+# over all valid triplets of a batch.
 #
 # **When does metric learning beat a plain classifier?** When the embedding itself is the product:
 # retrieval, verification (is this the same person?), or classes that are not known at training time
@@ -396,6 +431,8 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 #    first what happens to the active-triplet fraction and to recall@1.
 # 4. **Recall@k.** Compute recall@5 of the part-3 embedding. Why is recall@k never smaller than
 #    recall@1?
+# 5. **Rescue batch-hard.** Start part 2b from the embedding of part 2 (random triplets first, a
+#    "warm-up"), or replace the hardest negative by a semi-hard one. Does the embedding still collapse?
 
 # %% tags=["solution", "hide-input"]
 # Solutions 1 and 2, checked with the course's loss and by counting.
@@ -422,4 +459,10 @@ print(f"P={P}, K={K}: valid triplets P*K*(K-1)*(P-1)*K = {P * K * (K - 1) * (P -
 #
 # **4.** Recall@k asks whether *any* of the k nearest neighbours has the right class; the nearest one
 # is among them, so every hit at k = 1 is a hit at k = 5.
+#
+# **5.** A warm-up puts the classes apart before the hardest triplets take over, so the hardest
+# positive and negative of an anchor are no longer nearly the same distance away and the gradient no
+# longer pulls everything into one point; semi-hard negatives avoid the most ambiguous images
+# altogether. Measure it: the final loss should end below the margin and the active fraction well
+# below 100%.
 # ```
