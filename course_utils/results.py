@@ -61,12 +61,15 @@ def judge(effect: float, noise: float, expected: str = "positive") -> str:
 
     ``|effect| <= noise`` is "inside the noise"; otherwise "confirmed" when the sign is the ``expected``
     one ("positive" or "negative"), else "not reproduced". ``expected="none"`` means the claim is that
-    there is *no* effect: then inside the noise confirms it and anything beyond refutes it.
+    there is *no* effect: then inside the noise confirms it and anything beyond refutes it. A NaN
+    ``noise`` (one seed, so no spread) always gives "inside the noise".
     """
     if expected not in ("positive", "negative", "none"):
         raise ValueError(f"expected must be 'positive', 'negative' or 'none', got {expected!r}.")
-    if not (math.isfinite(effect) and math.isfinite(noise)) or noise < 0:
-        raise ValueError(f"effect and noise must be finite and noise >= 0, got {effect}, {noise}.")
+    if not math.isfinite(effect) or noise < 0 or math.isinf(noise):
+        raise ValueError(f"effect must be finite and noise finite and >= 0 (NaN for one seed), got {effect}, {noise}.")
+    if math.isnan(noise):  # one seed: no spread, so no effect can be told apart from noise
+        return "inside the noise"
     inside = abs(effect) <= noise
     if expected == "none":
         return "confirmed" if inside else "not reproduced"
