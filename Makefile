@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 CH ?=
 PROFILE ?= cpu
 NB ?=
+DIR ?=
+GRADE_OPTS ?=
 
-.PHONY: setup data book test unit nbval execute bench sync clean help
+.PHONY: setup data book reproduction test unit nbval execute bench sync clean help student grade test-book
 
 help:
 	@echo "make book     build the HTML book from the committed outputs into _build/html"
@@ -16,6 +18,9 @@ help:
 	@echo "make execute CH=01 PROFILE=cpu   re-execute one chapter in place"
 	@echo "make bench    performance benchmarks (prints ratios)"
 	@echo "make data     locate, verify (or download) Fashion-MNIST"
+	@echo "make student  student copies of the chapters (stubs for solutions, no outputs) in _build/student"
+	@echo "make grade NB=path.ipynb | DIR=submissions/   check notebooks with nbval, in parallel, with limits"
+	@echo "make test-book   build the book and test every page in headless Chromium"
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +33,10 @@ setup: $(STAMP)
 data: $(STAMP)
 	$(PY) -m course_utils.data
 
-book: $(STAMP)
+reproduction: $(STAMP)
+	$(PY) -m course_utils.results
+
+book: $(STAMP) reproduction
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
 	@echo "open _build/html/index.html"
 
@@ -46,12 +54,23 @@ test: $(STAMP) data
 execute: $(STAMP) data
 	@test -n "$(CH)" || (echo "usage: make execute CH=01 [PROFILE=cpu]"; exit 2)
 	$(PY) scripts/execute.py $(CH) --profile $(PROFILE)
+	$(PY) -m course_utils.results
 
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync chapters/*.ipynb
 
 bench: $(STAMP) data
 	$(PY) benchmarks/run_all.py
+
+student: $(STAMP)
+	$(PY) scripts/make_student.py
+
+grade: $(STAMP) data
+	@test -n "$(NB)$(DIR)" || (echo "usage: make grade NB=path/to/notebook.ipynb | DIR=submissions/ [GRADE_OPTS='--timeout 900']"; exit 2)
+	$(PY) scripts/grade.py $(NB) $(DIR) $(GRADE_OPTS)
+
+test-book: book
+	$(PY) scripts/test_book.py
 
 clean:
 	rm -rf _build
