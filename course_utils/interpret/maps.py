@@ -1,9 +1,20 @@
-"""Looking inside a trained network: Grad-CAM through the ``grad-cam`` package.
+"""Attribution maps: which pixels of an image does a classifier's decision rest on?
 
-Grad-CAM (Selvaraju et al. 2020, eq. 1-2): for class ``c`` and a layer with activations ``A^k``,
-weight each channel by its spatially averaged gradient ``alpha_k = mean_ij d y^c / d A^k_ij`` and
-take ``L = ReLU(sum_k alpha_k A^k)``, upsampled to the input size. With several layers, the package
-averages their maps. Hooks are resources: they live only inside a ``with`` block.
+* **CAM** (Zhou et al. 2016, "Learning Deep Features for Discriminative Localization", sec. 2): in a
+  network whose head is global average pooling then a linear layer, the logit of class ``c`` is
+  ``y_c = sum_k w_ck mean_ij A_k(i, j) + b_c``; the map ``M_c(i, j) = sum_k w_ck A_k(i, j)`` spreads that
+  score over the positions, so ``mean_ij M_c = y_c - b_c``. No gradient and no hook are needed.
+* **Grad-CAM** (Selvaraju et al. 2020, eq. 1-2), through the ``grad-cam`` package, with a from-scratch
+  version to check it: for class ``c`` and a layer with activations ``A^k``, weight each channel by its
+  spatially averaged gradient ``alpha_k = mean_ij d y^c / d A^k_ij`` and take
+  ``L = ReLU(sum_k alpha_k A^k)``, upsampled to the input size. With several layers, the package
+  averages their maps. For a GAP + linear head and the last layer, ``alpha_k = w_ck / (h w)``: Grad-CAM
+  is CAM up to a scale and a ReLU.
+* **Occlusion sensitivity** (Zeiler & Fergus 2014, sec. 4.2): slide a grey square over the image and
+  record the confidence of the originally predicted class; a dip marks a region the decision needs.
+
+Hooks are resources: they live only inside a ``with`` block, and the caller's model comes back in the
+train/eval mode it had.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -79,3 +91,86 @@ def gradcam_reference(model: nn.Module, images: torch.Tensor, targets: Sequence[
     cam = torch.relu((alpha * A).sum(1))  # (B, h, w)
     cam = cam - cam.amin((1, 2), keepdim=True)
     return cam / (cam.amax((1, 2), keepdim=True) + 1e-7)
+
+
+def cam(model: nn.Module, images: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor | None = None,
+        fc: str = "fc") -> torch.Tensor:
+    """Class activation maps ``(B, h, w)`` at the resolution of ``model.forward_features`` (Zhou et al. 2016).
+
+    ``M_c(i, j) = sum_k w_ck A_k(i, j)`` in the units of the logit: its spatial mean is ``y_c - b_c``.
+    Scale with ``normalize_maps`` for display.
+
+    Args:
+        model: a classifier with ``forward_features`` (a map ``(B, K, h, w)``) whose ``forward_head`` is a
+            global mean pool followed by the linear layer named ``fc`` (the course's ResNet, ``SmallVGG``).
+        images: ``(B, C, H, W)`` input batch, as the model expects it.
+        class_idx: the class explained, one for all images or one per image; ``None`` takes each image's
+            predicted class.
+    """
+    if not hasattr(model, "forward_features"):
+        raise TypeError(f"cam needs a model with forward_features (a conv feature map) and a global-average-pool + "
+                        f"linear head; {type(model).__name__} has no forward_features")
+    linear = model.get_submodule(fc)
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"model.{fc} must be the nn.Linear after global pooling, got {type(linear).__name__}; "
+                        f"pass its name as fc=...")
+    with _eval_mode(model), torch.no_grad():
+        A = model.forward_features(images)  # (B, K, h, w)
+        if A.ndim != 4 or A.shape[1] != linear.in_features:
+            raise ValueError(f"forward_features gives {tuple(A.shape)}, but {fc} expects {linear.in_features} "
+                             f"channels: cam needs a (B, K, h, w) map pooled straight into {fc}")
+        if class_idx is None:
+            class_idx = model.forward_head(A).argmax(1)
+        c = torch.as_tensor(class_idx, device=A.device).long()
+        if c.ndim > 1 or (c.ndim == 1 and len(c) != len(A)):
+            raise ValueError(f"class_idx must be one class or one per image ({len(A)}), got shape {tuple(c.shape)}")
+        c = c.expand(len(A))
+        w = linear.weight[c]  # (B, K): each image's class weights
+        return torch.einsum("bk,bkhw->bhw", w, A)
+
+
+def normalize_maps(maps: torch.Tensor | np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Min-max scale each map of ``(B, h, w)`` to [0, 1], optionally bilinearly resized to ``size`` first."""
+    maps = torch.as_tensor(maps).float()
+    if size is not None and tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = maps.amin((1, 2), keepdim=True), maps.amax((1, 2), keepdim=True)
+    return (maps - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def occlusion_sensitivity(model: nn.Module, image: torch.Tensor, window: int = 11, stride: int = 1,
+                          fill: float | Sequence[float] | torch.Tensor = 0.0, batch_size: int = 256) -> torch.Tensor:
+    """Confidence of the originally predicted class with a ``window`` x ``window`` square greyed out, per position.
+
+    The square starts at ``(r * stride, c * stride)`` and never leaves the image (no padding), so the map
+    is ``((H - window) // stride + 1, (W - window) // stride + 1)``. Each entry is the softmax probability
+    of the class predicted for the intact image, set to 0 where the occluded image is predicted as
+    another class. The occluded copies are built and classified ``batch_size`` at a time.
+
+    Args:
+        image: one input ``(C, H, W)``, as the model expects it (e.g. normalised).
+        fill: the grey of the square, in the same units as ``image`` (a scalar or one value per channel;
+            with standardised inputs 0 is the training mean).
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must be one (C, H, W) image, got shape {tuple(image.shape)}; loop over a batch")
+    C, H, W = image.shape
+    if not 1 <= window <= min(H, W) or stride < 1:
+        raise ValueError(f"need 1 <= window <= {min(H, W)} and stride >= 1, got window={window}, stride={stride}")
+    fill = torch.as_tensor(fill, dtype=image.dtype, device=image.device).reshape(-1, 1, 1).expand(C, 1, 1)
+    n_r, n_c = (H - window) // stride + 1, (W - window) // stride + 1
+    tops = torch.arange(n_r, device=image.device).repeat_interleave(n_c) * stride  # row-major over positions
+    lefts = torch.arange(n_c, device=image.device).repeat(n_r) * stride
+    rows, cols = torch.arange(H, device=image.device), torch.arange(W, device=image.device)
+    conf = torch.empty(n_r * n_c)
+    with _eval_mode(model), torch.no_grad():
+        predicted = int(model(image[None]).argmax(1))
+        for s in range(0, n_r * n_c, batch_size):
+            t, l = tops[s:s + batch_size, None], lefts[s:s + batch_size, None]
+            inside = (((rows >= t) & (rows < t + window))[:, :, None]
+                      & ((cols >= l) & (cols < l + window))[:, None, :])  # (b, H, W): the square of each copy
+            occluded = torch.where(inside[:, None], fill, image)  # (b, C, H, W)
+            probs = model(occluded).softmax(1)
+            p = probs[:, predicted]
+            conf[s:s + batch_size] = torch.where(probs.argmax(1) == predicted, p, torch.zeros_like(p)).float().cpu()
+    return conf.reshape(n_r, n_c)
