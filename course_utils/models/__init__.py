@@ -6,6 +6,7 @@ from course_utils.models.embedding import EmbeddingClassifier, EmbeddingNet, Poo
 from course_utils.models.resnet import BasicBlock, ResNet, count_weighted_layers, resnet6n2
 from course_utils.models.vgg import SimpleCNN, VGGResNet
 from course_utils.models.segmentation import DeepLabV3, FCN32s, Hourglass, UNet
+from course_utils.models.small_vgg import SmallVGG
 
 
 def reference_resnet(num_classes: int = 10, in_channels: int = 1) -> ResNet:
@@ -15,4 +16,4 @@ def reference_resnet(num_classes: int = 10, in_channels: int = 1) -> ResNet:
 
 __all__ = ["BYOL", "BasicBlock", "DeformConv2d", "PairClassifier", "ResidualBlock", "TwoBlockCNN", "EmbeddingClassifier", "EmbeddingNet", "PooledFeatures", "ResNet", "TripletNet", "count_weighted_layers",
            "reference_resnet", "resnet6n2", "SimpleCNN", "VGGResNet",
-           "DeepLabV3", "FCN32s", "Hourglass", "UNet"]
+           "DeepLabV3", "FCN32s", "Hourglass", "UNet", "SmallVGG"]
