@@ -220,3 +220,14 @@ def test_ablation_effect_counts_misses():
     assert eff.misses == len(eff.missed)
     with pytest.raises(ValueError, match="shuffle=False"):
         ablation_effect(net, {"2": [0]}, TensorLoader(x, y, 16, shuffle=True))
+
+
+def test_agrees_with_the_hook_based_table_of_course_utils_receptive():
+    from course_utils.models.small_vgg import SmallVGG
+    from course_utils.receptive import receptive_field_table
+
+    model = SmallVGG(widths=(2, 3, 4))
+    table = receptive_field_table(model, (1, 1, 28, 28))
+    for row in table.to_dict("records"):
+        f = receptive_field(model, row["layer"])
+        assert (f.size[0], f.jump[0]) == (row["receptive field"], row["jump"]), row["layer"]
