@@ -117,6 +117,19 @@ def test_branches_with_a_projection_shortcut():
     x = torch.rand(1, 20, 20, dtype=torch.float64)
     assert nonzero_box(gradient_field(net, "1", x, (4, 5))) == f.box(4, 5)
 
+    class Max(nn.Module):  # an element-wise max of two branches: the union of their fields
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 1, 3), nn.Conv2d(1, 1, 5, padding=1)
+
+        def forward(self, x):
+            return torch.max(self.a(x), self.b(x))
+
+    net = nn.Sequential(Max(), nn.AdaptiveMaxPool2d(1))
+    assert receptive_field(net, "0") == Field((5, 5), (1, 1), (-1, -1))
+    with pytest.raises(ValueError, match="mixes all positions"):
+        receptive_field(net, "1")
+
 
 def test_receptive_field_explains_what_it_cannot_do():
     model = resnet6n2(1, 3, norm="torch_bn", widths=(2, 4, 4))

@@ -161,6 +161,8 @@ def _op_field(name: str, node: torch.fx.Node, fields: dict) -> Field | _Opaque |
                                                 merged.start[1] - pad[0] * merged.jump[1]))
     if name in REDUCTIONS:
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if isinstance(dims, torch.fx.Node):  # torch.max(a, b): element-wise between two tensors
+            return merged
         dims = (dims,) if isinstance(dims, int) else dims
         return _Opaque(f"{name} over dims {dims}") if dims is None or {2, 3, -1, -2} & set(dims) else merged
     if name in ("cat", "stack"):
