@@ -10,6 +10,14 @@ anchor ``a``, a positive ``p`` of the same class and a negative ``n`` of another
   positive and hardest negative in the batch, so no triplets need to be mined offline.
 
 Each is tested against PyTorch or a brute-force loop in ``tests/test_losses.py``.
+
+Per-pixel losses for segmentation under class imbalance (logits ``(B, K, ...)``, targets ``(B, ...)``),
+tested in ``tests/test_segmentation_losses.py``:
+
+- ``class_weights_from_frequencies``: median-frequency balancing (Eigen & Fergus 2015);
+- ``weighted_cross_entropy``: cross-entropy with a weight per class, equal to ``F.cross_entropy(weight=...)``;
+- ``dice_loss``: the soft multi-class Dice loss (Milletari, Navab & Ahmadi 2016, V-Net);
+- ``poly1_cross_entropy``: Poly-1 (Leng et al. 2022, PolyLoss), cross-entropy plus ``epsilon * (1 - p_t)``.
 """
 
 from __future__ import annotations
@@ -126,3 +134,108 @@ def sample_triplets(labels, n: int, seed: int = 0) -> torch.Tensor:
     r = uniform_below(len(labels) - counts[c])  # skip the anchor's whole class block
     negative = order[r + (r >= start[c]).long() * counts[c]]
     return torch.stack([anchor, positive, negative], 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Segmentation losses under class imbalance
+
+
+def class_weights_from_frequencies(counts, power: float = 1.0) -> torch.Tensor:
+    """Class weights from pixel counts by median-frequency balancing (Eigen & Fergus 2015, section 4.1).
+
+    ``w_c = (median_k f_k / f_c) ** power`` with ``f_c = n_c / sum_k n_k``, the median taken over the classes
+    that occur. With ``power = 1`` the weights are inverse frequencies, so every class contributes the same
+    total weight (``w_c n_c`` is constant); dividing by the median puts the typical class at weight 1, the
+    frequent background below 1 and rare classes above. The scale does not matter to a weighted *mean*
+    (``weighted_cross_entropy`` divides by the summed weights), only the ratios do. ``power = 0.5`` softens
+    them (inverse square-root frequency). A class with count 0 gets weight 0: it has no pixels to weight.
+
+    Args:
+        counts: ``(K,)`` pixel counts per class (e.g. ``course_utils.canvas.pixel_counts``).
+    Returns:
+        ``(K,)`` float32 weights.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.ndim != 1 or (counts < 0).any() or not (counts > 0).any():
+        raise ValueError(f"counts must be a (K,) vector of non-negative counts, not all 0, got {counts.tolist()}")
+    if power < 0:
+        raise ValueError(f"power must be >= 0, got {power}")
+    freq = counts / counts.sum()
+    present = counts > 0
+    median = freq[present].median()  # torch's median of an even count is the lower middle value
+    weights = torch.zeros_like(freq)
+    weights[present] = (median / freq[present]) ** power
+    return weights.float()
+
+
+def _check_segmentation(logits: torch.Tensor, target: torch.Tensor) -> int:
+    """Check ``(B, K, ...)`` logits against ``(B, ...)`` integer targets in ``0..K-1``; return ``K``."""
+    if logits.ndim < 2 or target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(f"logits must be (B, K, ...) and target (B, ...) with the same B and spatial size, "
+                         f"got {tuple(logits.shape)} and {tuple(target.shape)}")
+    if target.dtype in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
+        raise TypeError(f"target must hold integer class indices, got {target.dtype}; use target.long()")
+    K = logits.shape[1]
+    if target.numel() and (target.min() < 0 or target.max() >= K):
+        raise ValueError(f"target labels must be in 0..{K - 1}, got {int(target.min())}..{int(target.max())}")
+    return K
+
+
+def _log_p_target(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)`` at the target class of each pixel: ``(B, ...)``."""
+    return F.log_softmax(logits, 1).gather(1, target.long().unsqueeze(1)).squeeze(1)
+
+
+def _weighted_mean(values: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None, K: int) -> torch.Tensor:
+    """``sum_i w_{y_i} v_i / sum_i w_{y_i}`` (plain mean without weights), as ``F.cross_entropy`` averages."""
+    if weight is None:
+        return values.mean()
+    weight = torch.as_tensor(weight, dtype=values.dtype, device=values.device)
+    if weight.shape != (K,):
+        raise ValueError(f"weight must be a ({K},) vector, one per class, got {tuple(weight.shape)}")
+    w = weight[target.long()]
+    return (w * values).sum() / w.sum()
+
+
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Class-weighted cross-entropy ``sum_i w_{y_i} (-log p_{i, y_i}) / sum_i w_{y_i}`` over all pixels ``i``.
+
+    Equal to ``F.cross_entropy(logits, target, weight=weight)``; plain cross-entropy when ``weight`` is None.
+    Rare classes get large weights (``class_weights_from_frequencies``), so their pixels count as much in
+    the loss as the many background pixels.
+    """
+    K = _check_segmentation(logits, target)
+    return _weighted_mean(-_log_p_target(logits, target), target, weight, K)
+
+
+def poly1_cross_entropy(logits: torch.Tensor, target: torch.Tensor, epsilon: float = 1.0,
+                        weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Poly-1 loss (Leng et al. 2022, "PolyLoss", eq. 3): ``-log p_t + epsilon * (1 - p_t)`` per pixel.
+
+    Cross-entropy's Taylor series is ``-log p_t = sum_j (1 - p_t)^j / j``; Poly-1 raises the weight of the
+    first term from 1 to ``1 + epsilon``, which keeps a larger gradient on pixels the model already gets
+    mostly right (``epsilon = 1`` is the paper's default, ``epsilon = 0`` is cross-entropy). With ``weight``,
+    each pixel's loss is weighted by its class's weight and the mean is taken as in ``weighted_cross_entropy``.
+    """
+    K = _check_segmentation(logits, target)
+    log_pt = _log_p_target(logits, target)
+    return _weighted_mean(-log_pt + epsilon * (1 - log_pt.exp()), target, weight, K)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft multi-class Dice loss ``1 - mean_c (2 sum_i p_ic g_ic + s) / (sum_i p_ic + sum_i g_ic + s)``.
+
+    ``p = softmax(logits)`` over the classes, ``g`` the one-hot target, sums over the whole batch and all
+    pixels ``i``, mean over all ``K`` classes (each class counts the same, however few its pixels: that is
+    how Dice fights imbalance). ``smooth = s`` keeps a class absent from both target and prediction at
+    Dice ~1 (loss 0) instead of 0 / 0. For hard one-hot predictions and ``s = 0`` the per-class Dice is the F1 score.
+    """
+    K = _check_segmentation(logits, target)
+    if smooth < 0:
+        raise ValueError(f"smooth must be >= 0, got {smooth}")
+    p = F.softmax(logits, 1)
+    g = F.one_hot(target.long(), K).movedim(-1, 1).to(p.dtype)  # (B, K, ...)
+    dims = [0] + list(range(2, p.ndim))
+    intersection = (p * g).sum(dims)  # (K,)
+    dice = (2 * intersection + smooth) / (p.sum(dims) + g.sum(dims) + smooth)
+    return 1 - dice.mean()
