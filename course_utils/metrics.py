@@ -1,4 +1,5 @@
-"""Classification metrics on label tensors, each checked against scikit-learn in ``tests/``."""
+"""Classification metrics on label tensors, and segmentation metrics over pixels (mIoU, per-class AP, mAP,
+worst-group AP), each checked against scikit-learn in ``tests/``."""
 
 from __future__ import annotations
 
@@ -65,3 +66,117 @@ def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 1) -> f
     nearest = dist.topk(k, dim=1, largest=False).indices  # (N, k)
     labels = torch.as_tensor(labels)
     return (labels[nearest] == labels[:, None]).any(1).float().mean().item()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Segmentation: every pixel is an example. Predictions are labels (B, H, W) or scores (B, K, H, W).
+
+
+def _pixel_labels(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flatten to per-pixel labels; scores ``(B, K, ...)`` (one more axis than ``target``) are arg-maxed over K."""
+    pred, target = torch.as_tensor(pred), torch.as_tensor(target)
+    if pred.ndim == target.ndim + 1:
+        pred = pred.argmax(1)
+    if pred.shape != target.shape:
+        raise ValueError(f"pred must be labels shaped like target {tuple(target.shape)} or scores (B, K, ...), "
+                         f"got {tuple(pred.shape)}")
+    return pred.reshape(-1).long(), target.reshape(-1).long()
+
+
+def iou_per_class(pred, target, num_classes: int) -> torch.Tensor:
+    """Intersection over union of each class, ``TP / (TP + FP + FN)``, from the pixel confusion matrix.
+
+    Returns ``(num_classes,)`` float64; a class absent from both ``target`` and ``pred`` (``TP + FP + FN = 0``)
+    has no IoU and gets ``nan``. A class that is predicted but absent from ``target`` has IoU 0.
+    """
+    pred, target = _pixel_labels(pred, target)
+    for name, t in (("pred", pred), ("target", target)):
+        if t.numel() and (t.min() < 0 or t.max() >= num_classes):
+            raise ValueError(f"{name} labels must be in 0..{num_classes - 1}, got {int(t.min())}..{int(t.max())}")
+    cm = confusion_matrix(pred, target, num_classes).double()  # rows: true class, columns: predicted
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def mean_iou(pred, target, num_classes: int) -> float:
+    """mIoU: the mean of ``iou_per_class`` over the classes present in ``target`` or ``pred``.
+
+    Classes absent from both are left out (as scikit-learn's ``jaccard_score(average="macro")`` does).
+    """
+    return iou_per_class(pred, target, num_classes).nanmean().item()
+
+
+def _average_precision(score: torch.Tensor, positive: torch.Tensor) -> float:
+    """AP = ``sum_n (R_n - R_{n-1}) P_n`` over the distinct thresholds, highest first (scikit-learn's definition)."""
+    order = torch.argsort(score, descending=True, stable=True)
+    s, y = score[order], positive[order].double()
+    tps = torch.cumsum(y, 0)
+    fps = torch.cumsum(1 - y, 0)
+    last = torch.cat([torch.nonzero(s[1:] != s[:-1]).squeeze(1), torch.tensor([len(s) - 1])])  # end of each tie
+    tp, fp = tps[last], fps[last]
+    precision, recall = tp / (tp + fp), tp / tp[-1]
+    return ((recall - torch.cat([recall.new_zeros(1), recall[:-1]])) * precision).sum().item()
+
+
+def average_precision_per_class(scores, target, max_pixels: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Per-class average precision over pixels: class ``c`` ranks all pixels by ``scores[:, c]``.
+
+    Args:
+        scores: ``(B, K, ...)`` per-pixel class scores; pass probabilities (softmax of the logits): AP ranks
+            pixels by one class's score, and raw logits rank them differently.
+        target: ``(B, ...)`` labels ``0..K-1``.
+        max_pixels: if set, use this many pixels drawn uniformly without replacement (seeded), the same
+            pixels for every class, so a large test set needs neither sort nor memory over all its pixels.
+    Returns:
+        ``(K,)`` float64; ``nan`` for a class without positive pixels (its AP is undefined).
+    """
+    scores, target = torch.as_tensor(scores), torch.as_tensor(target)
+    if scores.ndim != target.ndim + 1 or scores.shape[:1] + scores.shape[2:] != target.shape:
+        raise ValueError(f"scores must be (B, K, ...) and target (B, ...), got {tuple(scores.shape)} and "
+                         f"{tuple(target.shape)}")
+    B, K = scores.shape[:2]
+    per_image = scores.reshape(B, K, -1)  # (B, K, HW): a view, no copy of the scores
+    labels = target.reshape(B, -1).long()  # (B, HW)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= K):
+        raise ValueError(f"target labels must be in 0..{K - 1}")
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1 or None, got {max_pixels}")
+    sample = None  # (m, K) scores of the sampled pixels, when sampling
+    if max_pixels is not None and max_pixels < labels.numel():
+        # pixel p = b * HW + i is the p-th entry of target.reshape(-1)
+        keep = torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(seed))[:max_pixels]
+        b, i = keep // labels.shape[1], keep % labels.shape[1]
+        sample, labels = per_image[b, :, i], labels[b, i]
+    labels = labels.reshape(-1)
+    ap = torch.full((K,), float("nan"), dtype=torch.float64)
+    for c in range(K):
+        positive = labels == c
+        if positive.any():
+            score = per_image[:, c].reshape(-1) if sample is None else sample[:, c]
+            ap[c] = _average_precision(score, positive)
+    return ap
+
+
+def mean_average_precision(scores, target, max_pixels: int | None = None, seed: int = 0) -> float:
+    """mAP: the mean of ``average_precision_per_class`` over the classes with positive pixels."""
+    return average_precision_per_class(scores, target, max_pixels, seed).nanmean().item()
+
+
+def worst_group_ap(scores, target, max_pixels: int | None = None, seed: int = 0) -> float:
+    """Worst-group AP (WGAP): the minimum of ``average_precision_per_class`` over the classes with positive pixels."""
+    return _nanmin(average_precision_per_class(scores, target, max_pixels, seed))
+
+
+def _nanmin(x: torch.Tensor) -> float:
+    x = x[~x.isnan()]
+    return x.min().item() if len(x) else float("nan")
+
+
+def segmentation_report(scores, target, max_pixels: int | None = None, seed: int = 0) -> dict:
+    """mIoU, mAP and WGAP of ``(B, K, ...)`` probabilities at once, with the per-class ``iou`` and ``ap`` vectors."""
+    scores = torch.as_tensor(scores)
+    iou = iou_per_class(scores, target, scores.shape[1])
+    ap = average_precision_per_class(scores, target, max_pixels, seed)
+    return {"mIoU": iou.nanmean().item(), "mAP": ap.nanmean().item(), "WGAP": _nanmin(ap),
+            "iou": iou, "ap": ap}
