@@ -12,6 +12,15 @@ from course_utils.models import BYOL, resnet6n2
 from course_utils.models.byol import byol_loss, byol_tau, mlp_head, symmetric_byol_loss
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: a second thread costs more than it saves, and far more on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_byol(predictor=True):
     return BYOL(resnet6n2(1, 10, norm="torch_bn", widths=(4, 8, 8)), projector_dim=6, hidden_dim=12,
                 predictor=predictor)
