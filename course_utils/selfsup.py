@@ -8,6 +8,7 @@
   deviation of L2-normalised embeddings, averaged over dimensions; about ``1/sqrt(d)`` for embeddings
   spread over the sphere, 0 when every image maps to the same point;
 - ``linear_probe``: logistic regression on frozen features, its strength chosen by cross-validation;
+- ``recalibrate_batchnorm``: batch-norm statistics re-estimated on clean images before a frozen use;
 - ``pretrain_byol``: the training loop, with an EMA update of the target after every optimiser step,
   per-epoch monitoring, atomic checkpoints and exact resumption.
 """
@@ -47,6 +48,33 @@ def pooled_features(backbone: nn.Module, images: torch.Tensor, batch_size: int =
     finally:
         backbone.train(was_training)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 500, mean: float | None = None,
+                          std: float | None = None) -> nn.Module:
+    """Re-estimate every batch norm's running mean and variance on ``images``, in place; returns ``model``.
+
+    BYOL trains on augmented views, so its running statistics describe crops, jitter and blur, not the
+    clean images a frozen backbone later sees. This replaces them by the average of the per-batch
+    statistics over ``images`` (``momentum=None``); the weights are not changed.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    was_training = model.training
+    model.train()
+    device = _device_of(model)
+    try:
+        for x, _ in TensorLoader(images, torch.zeros(len(images)), batch_size, mean=mean, std=std):
+            model.forward_features(x.to(device)) if hasattr(model, "forward_features") else model(x.to(device))
+    finally:
+        model.train(was_training)
+        for m, (momentum, _) in zip(norms, saved):
+            m.momentum = momentum
+    return model
 
 
 def knn_predict(bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, k: int = 20,

@@ -172,3 +172,23 @@ def test_adamw_warmup_cosine_rises_then_falls_to_zero():
     assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)  # two warm-up steps
     assert lrs[2] == pytest.approx(0.1) and lrs[11] == pytest.approx(0.05, rel=0.1)
     assert all(a >= b for a, b in zip(lrs[1:], lrs[2:])) and opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_recalibrate_batchnorm_replaces_running_statistics_by_those_of_the_images():
+    from course_utils.selfsup import recalibrate_batchnorm
+
+    model = resnet6n2(1, 2, norm="torch_bn", widths=(4, 8, 8)).eval()
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8)
+    x = (images.float() / 255 - 0.3) / 0.3
+    with torch.no_grad():
+        model.stem[1].running_mean.fill_(5.0)  # stale statistics, e.g. from augmented views
+        stem_out = model.stem[0](x)  # what the first batch norm sees
+        weights = [p.clone() for p in model.parameters()]
+    recalibrate_batchnorm(model, images, batch_size=60, mean=0.3, std=0.3)  # one batch: exact statistics
+    bn = model.stem[1]
+    torch.testing.assert_close(bn.running_mean, stem_out.mean((0, 2, 3)))
+    torch.testing.assert_close(bn.running_var, stem_out.var((0, 2, 3), unbiased=True))
+    assert not model.training and bn.momentum == 0.1  # mode and momentum restored
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))  # weights untouched
+    recalibrate_batchnorm(model, images, batch_size=20, mean=0.3, std=0.3)  # three equal batches: the same mean
+    torch.testing.assert_close(bn.running_mean, stem_out.mean((0, 2, 3)))
