@@ -128,3 +128,17 @@ def test_models_train_one_step():
         assert torch.isfinite(loss)
         offset_grads = [m.offset_conv.weight.grad for m in model.modules() if isinstance(m, DeformConv2d)]
         assert offset_grads and all(g is not None and g.abs().sum() > 0 for g in offset_grads)
+
+
+def test_sampling_points_are_the_grid_plus_the_offsets():
+    layer = DeformConv2d(2, 3, 3, stride=2, padding=1)
+    x = torch.randn(1, 2, 8, 8)
+    pts = layer.sampling_points(x)  # zero offsets: the regular grid
+    assert pts.shape == (1, 9, 4, 4, 2)
+    assert pts[0, 0, 0, 0].tolist() == [-1.0, -1.0] and pts[0, 8, 3, 3].tolist() == [7.0, 7.0]
+    assert pts[0, 5, 1, 2].tolist() == [2 - 1 + 1, 4 - 1 + 2]  # kernel point (1, 2) of output (1, 2)
+    nn.init.normal_(layer.offset_conv.bias)
+    offset, _ = layer.offsets(x)
+    moved = layer.sampling_points(x)
+    torch.testing.assert_close(moved[0, 4, :, :, 0] - pts[0, 4, :, :, 0], offset[0, 8])  # dy of the centre point
+    torch.testing.assert_close(moved[0, 4, :, :, 1] - pts[0, 4, :, :, 1], offset[0, 9])  # dx

@@ -81,6 +81,20 @@ class DeformConv2d(nn.Module):
             return out, None
         return out[:, :K2], torch.sigmoid(out[:, K2:])
 
+    def sampling_points(self, x: torch.Tensor) -> torch.Tensor:
+        """Where each kernel point reads ``x``: ``(B, k^2, H_out, W_out, 2)`` as (row, column) in ``x``'s pixels.
+
+        The regular grid ``(oy * stride - padding + i, ox * stride - padding + j)`` plus the predicted offsets.
+        """
+        offset, _ = self.offsets(x)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        B, _, H_out, W_out = offset.shape
+        rows = torch.arange(kh, device=x.device)[:, None] + torch.arange(H_out, device=x.device)[None, :] * sh - ph
+        cols = torch.arange(kw, device=x.device)[:, None] + torch.arange(W_out, device=x.device)[None, :] * sw - pw
+        grid = torch.stack(torch.broadcast_tensors(rows[:, None, :, None], cols[None, :, None, :]), -1)  # (kh, kw, H, W, 2)
+        grid = grid.reshape(kh * kw, H_out, W_out, 2).to(offset.dtype)
+        return grid + offset.reshape(B, kh * kw, 2, H_out, W_out).permute(0, 1, 3, 4, 2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         offset, mask = self.offsets(x)
         if self.backend == "torchvision":
