@@ -197,7 +197,8 @@ def _weighted_mean(values: torch.Tensor, target: torch.Tensor, weight: torch.Ten
     return (w * values).sum() / w.sum()
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                           weight: torch.Tensor | None = None) -> torch.Tensor:
     """Class-weighted cross-entropy ``sum_i w_{y_i} (-log p_{i, y_i}) / sum_i w_{y_i}`` over all pixels ``i``.
 
     Equal to ``F.cross_entropy(logits, target, weight=weight)``; plain cross-entropy when ``weight`` is None.

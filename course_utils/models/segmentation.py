@@ -104,7 +104,7 @@ def _init_convs(model: nn.Module) -> None:
 
 
 class HourglassModule(nn.Module):
-    """One encoder-decoder: ``depth`` down blocks (max-pool, then a block doubling the width) and ``depth`` up blocks."""
+    """One encoder-decoder: ``depth`` down blocks (max-pool, then a block doubling the width), ``depth`` up blocks."""
 
     def __init__(self, width: int, depth: int, intra_skip: bool = True, inter_skip: bool = True,
                  norm: NormArg = "bn", act: ActArg = "relu"):
