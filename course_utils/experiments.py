@@ -29,7 +29,7 @@ def _key(name: str, config: Mapping, seed: int) -> str:
 
 
 def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Callable[..., Mapping],
-             cache_dir: str | Path | None = None, verbose: bool = True) -> pd.DataFrame:
+             cache_dir: str | Path | None = None, verbose: bool = True, workers: int = 1) -> pd.DataFrame:
     """Call ``train_fn(config, seed) -> {metric: value, ...}`` for every config x seed; return one row per run.
 
     Args:
@@ -38,8 +38,22 @@ def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Cal
         train_fn: trains one model and returns a flat dict of numbers (it may also hold lists, e.g. curves).
         cache_dir: where finished runs are kept; a run whose file exists is not trained again. A changed
             config gets a new file name, so stale results are never reused.
+        workers: with ``workers > 1`` the runs not yet in ``cache_dir`` are trained by that many forked
+            processes with one PyTorch thread each (several small models train faster side by side than
+            one at a time on several threads of a CPU). Needs ``cache_dir`` and the ``fork`` start method
+            (Linux, macOS); meant for CPUs, keep 1 on a GPU. Rows come back in the same order either way.
     """
     cache = Path(cache_dir) if cache_dir is not None else None
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers > 1:
+        if cache is None:
+            raise ValueError("run_grid(workers > 1) needs cache_dir: the worker processes hand their results "
+                             "back through it")
+        pending = [(name, config, seed) for name, config in configs.items() for seed in seeds
+                   if not (cache / _key(name, config, seed)).exists()]
+        if len(pending) > 1:
+            _train_in_processes(pending, train_fn, cache, min(workers, len(pending)))
     rows = []
     for name, config in configs.items():
         for seed in seeds:
@@ -59,6 +73,56 @@ def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Cal
                 print(f"{name:>16} seed {seed}: {shown}{' (cached)' if cached else ''}", flush=True)
             rows.append({"variant": name, "seed": seed, **result})
     return pd.DataFrame(rows)
+
+
+def _train_in_processes(tasks, train_fn, cache: Path, workers: int) -> None:
+    """Train ``tasks`` [(name, config, seed)] in ``workers`` forked processes; each result lands in ``cache``."""
+    import multiprocessing as mp
+    import traceback
+
+    if "fork" not in mp.get_all_start_methods():
+        raise RuntimeError("run_grid(workers > 1) needs the 'fork' start method; use workers=1 on this system")
+    cache.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    for i in range(len(tasks)):
+        queue.put(i)
+    for _ in range(workers):
+        queue.put(None)
+    errors = cache / f".errors-{os.getpid()}"
+
+    def work():  # runs in a child: forked, so train_fn and the data need no pickling
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
+        while (i := queue.get()) is not None:
+            name, config, seed = tasks[i]
+            try:
+                t0 = time.perf_counter()
+                result = dict(train_fn(config, seed))
+                result.setdefault("run_seconds", time.perf_counter() - t0)
+                atomic_write_text(cache / _key(name, config, seed), json.dumps(result))
+            except BaseException:
+                with open(errors, "a") as f:
+                    f.write(f"--- {name} seed {seed}:\n{traceback.format_exc()}")
+                os._exit(1)
+        os._exit(0)
+
+    procs = [ctx.Process(target=work, daemon=True) for _ in range(workers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    if errors.exists():
+        message = errors.read_text()
+        errors.unlink()
+        raise RuntimeError(f"a run failed in a worker process (finished runs are kept in {cache}):\n{message}")
+    failed = [proc.exitcode for proc in procs if proc.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"worker processes exited with codes {failed} (finished runs are kept in {cache})")
 
 
 def summarize(df: pd.DataFrame, metrics: Sequence[str], baseline: str | None = None) -> pd.DataFrame:

@@ -47,3 +47,45 @@ def test_summarize_mean_std_delta_and_noise():
     assert table.loc["x", "Δ acc"] == "-10.00"
     with pytest.raises(KeyError, match="baseline 'z'"):
         summarize(df, ["acc"], baseline="z")
+
+
+def _train_torch(config, seed):
+    import os
+
+    import torch
+
+    torch.manual_seed(seed)
+    w = torch.randn(8, 4) * config["scale"]
+    return {"value": float((w @ w.T).trace()), "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def test_run_grid_with_worker_processes_matches_the_serial_grid(tmp_path):
+    import os
+
+    configs = {"a": {"scale": 1.0}, "b": {"scale": 2.0}, "c": {"scale": 0.5}}
+    serial = run_grid(configs, [0, 1], _train_torch, cache_dir=tmp_path / "serial", verbose=False)
+    parallel = run_grid(configs, [0, 1], _train_torch, cache_dir=tmp_path / "parallel", verbose=False, workers=2)
+    assert parallel[["variant", "seed"]].equals(serial[["variant", "seed"]])  # same rows, same order
+    assert parallel["value"].tolist() == pytest.approx(serial["value"].tolist(), rel=1e-6)
+    assert set(serial["pid"]) == {os.getpid()}
+    assert os.getpid() not in set(parallel["pid"]) and set(parallel["threads"]) == {1}  # children, 1 thread each
+    again = run_grid(configs, [0, 1], _train_torch, cache_dir=tmp_path / "parallel", verbose=False, workers=2)
+    assert again["pid"].tolist() == parallel["pid"].tolist()  # read back from the cache, nothing retrained
+
+
+def _train_fails_on_b(config, seed):
+    if config["scale"] == 2.0:
+        raise FloatingPointError("loss diverged")
+    return {"value": config["scale"] + seed}
+
+
+def test_run_grid_worker_failure_names_the_run_and_keeps_finished_ones(tmp_path):
+    configs = {"a": {"scale": 1.0}, "b": {"scale": 2.0}}
+    with pytest.raises(RuntimeError, match=r"(?s)b seed 0.*FloatingPointError: loss diverged"):
+        run_grid(configs, [0], _train_fails_on_b, cache_dir=tmp_path, verbose=False, workers=2)
+    assert len(list(tmp_path.glob("a-s0-*.json"))) == 1 and not list(tmp_path.glob("b-*"))
+    assert not list(tmp_path.glob(".*"))  # no error file or temp file left behind
+    with pytest.raises(ValueError, match="needs cache_dir"):
+        run_grid(configs, [0], _train_torch, workers=2)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_grid(configs, [0], _train_torch, cache_dir=tmp_path, workers=0)
