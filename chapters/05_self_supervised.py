@@ -1,0 +1,722 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Self-supervised pre-training with BYOL
+#
+# Labels are expensive; images are not. *Self-supervised* learning trains a backbone on images
+# alone, with a task built from the images themselves, and hands the backbone to a *downstream* task
+# that has only a few labels. This chapter builds one such method, BYOL (*Bootstrap Your Own Latent*,
+# Grill et al., 2020), from its equations, watches it learn without ever seeing a label, and then
+# asks the practical question: is a BYOL backbone worth having, compared with no pre-training and
+# with a backbone pre-trained on labels?
+#
+# **Objectives.** After this chapter you can
+# - say what self-supervised pre-training buys and what a "view" of an image is;
+# - write BYOL's loss and its moving-average target, and explain why it does not collapse although it
+#   uses no negative examples;
+# - watch a run without labels through kNN accuracy and a collapse check;
+# - compare five ways of using a backbone downstream (trained from scratch, fine-tuned, frozen) fairly,
+#   over seeds, and see how the answer depends on the number of labels;
+# - look at representations with PCA and t-SNE and say what each picture can and cannot show.
+#
+# The experiments follow a course assignment that pre-trained a ResNet-50 with BYOL on Mini-ImageNet
+# without labels and fine-tuned it on Office-Home, whose 65 classes it had never seen. Offline, the
+# course does the same with Fashion-MNIST: BYOL sees the images of five classes without their labels;
+# the downstream task is to classify the **other five** classes from few labelled images.
+
+# %%
+import importlib.util
+import subprocess
+import sys
+
+REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+if importlib.util.find_spec("course_utils") is None:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+
+import torch
+
+if "google.colab" in sys.modules and not torch.cuda.is_available():
+    print("No GPU: choose Runtime > Change runtime type > GPU for the full experiment (profile 'gpu').")
+
+# %%
+import json
+import math
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import torch.nn.functional as F
+
+import course_utils
+from course_utils import data, experiments, metrics, viz
+from course_utils.augment import TwoViews, byol_augment
+from course_utils.io import atomic_write_text
+from course_utils.loader import Compose, RandomCrop, RandomHorizontalFlip, TensorLoader
+from course_utils.models import BYOL, resnet6n2
+from course_utils.models.byol import byol_loss, byol_tau
+from course_utils.pretrain import checkpoint_path, pretrained_backbone
+from course_utils.results import Claim, judge, save_claims
+from course_utils.selfsup import (KNNProbe, adamw_warmup_cosine, knn_accuracy, linear_probe, pooled_features,
+                                  pretrain_byol, recalibrate_batchnorm)
+from course_utils.train import predict, train_classifier
+
+viz.book_style()
+rt = course_utils.setup(seed=0)
+
+# %% [markdown]
+# ## Configuration
+#
+# `arch`: the backbone, a ResNet(6n+2) of Chapter 1 (n = 1 is a ResNet-8); `pre_per_class`: images
+# per pre-training class; `byol`: the self-supervised run; `sup`: the supervised pre-training of the
+# same backbone on the same images *with* labels; `labels`: labelled images per downstream class,
+# each with the epochs of a fine-tuning run (`ft`: its learning rate and batch size); `pool_per_class`:
+# the downstream images the labelled subsets are drawn from; `ablation`: the short run of exercise 3.
+
+# %%
+cfg = course_utils.by_profile(
+    smoke=dict(arch=dict(n=1, widths=(16, 32, 64)), pre_per_class=60,
+               byol=dict(epochs=1, batch_size=64, lr=4e-3, base_tau=0.97), sup=dict(epochs=1, lr=0.2),
+               probe_per_class=20, test_per_class=40, labels={10: 2, 20: 1}, pool_per_class=40, seeds=[0],
+               ft=dict(lr=0.05, batch_size=32), vis_per_class=30, ablation=dict(per_class=40, epochs=1, batch_size=64)),
+    cpu=dict(arch=dict(n=1, widths=(16, 32, 64)), pre_per_class=1200,
+             byol=dict(epochs=16, batch_size=256, lr=4e-3, base_tau=0.97), sup=dict(epochs=4, lr=0.2),
+             probe_per_class=200, test_per_class=400, labels={10: 40, 100: 10, 500: 3}, pool_per_class=1000,
+             seeds=[0, 1, 2], ft=dict(lr=0.05, batch_size=32), vis_per_class=200,
+             ablation=dict(per_class=400, epochs=3, batch_size=128)),
+    gpu=dict(arch=dict(n=3, widths=(32, 64, 128)), pre_per_class=6000,
+             byol=dict(epochs=100, batch_size=512, lr=4e-3, base_tau=0.99), sup=dict(epochs=30, lr=0.2),
+             probe_per_class=1000, test_per_class=1000, labels={10: 100, 100: 30, 1000: 10, 3000: 5},
+             pool_per_class=6000, seeds=[0, 1, 2, 3, 4], ft=dict(lr=0.05, batch_size=32), vis_per_class=300,
+             ablation=dict(per_class=1000, epochs=10, batch_size=256)),
+)
+AUG = dict(crop_scale=(0.08, 1.0), jitter=0.4, p_jitter=0.8, p_flip=0.5, p_blur=0.5)  # the same in every profile
+cfg
+
+# %% [markdown]
+# ## 1. Why self-supervision
+#
+# Chapter 4 reused a backbone trained *with labels* on other classes. Often there are no such labels:
+# a hospital has millions of scans and a few hundred diagnoses, a factory camera records all day and
+# someone marks a handful of defects. Self-supervised learning turns the unlabelled images into a
+# training signal. The family BYOL belongs to builds it from **views**: two random augmentations of
+# one image (a crop, a flip, a change of brightness, a blur) should have similar representations,
+# because they show the same thing. What the augmentations change is what the representation learns
+# to ignore; what they keep is what it must encode.
+#
+# "Similar representations for two views" alone has a trivial solution: map every image to the same
+# vector. Contrastive methods (SimCLR, MoCo) prevent it with **negatives**: the views of *other*
+# images must be far apart, which needs large batches or a memory of past embeddings. BYOL needs no
+# negatives at all, which is why it is worth understanding.
+#
+# ## 2. BYOL
+#
+# Two networks look at the two views $v$ and $v'$ of an image:
+#
+# - the **online** network, with weights $\theta$: a backbone $f_\theta$ (our ResNet), a projector
+#   $g_\theta$ (an MLP) and a **predictor** $q_\theta$ (another MLP), giving
+#   $q_\theta(z_\theta)$ with $z_\theta = g_\theta(f_\theta(v))$;
+# - the **target** network, with weights $\xi$: a backbone and a projector of the same shape, but no
+#   predictor, giving $z'_\xi = g_\xi(f_\xi(v'))$.
+#
+# The online network predicts the target's projection of the *other* view. With both vectors
+# normalised to unit length, $\bar a = a / \lVert a \rVert_2$, the loss is their squared distance,
+#
+# $$ \mathcal{L}_{\theta,\xi} = \big\lVert \overline{q_\theta(z_\theta)} - \bar z'_\xi \big\rVert_2^2
+#    = 2 - 2\,\frac{\langle q_\theta(z_\theta),\, z'_\xi \rangle}{\lVert q_\theta(z_\theta)\rVert_2\,\lVert z'_\xi\rVert_2}, $$
+#
+# and it is made symmetric by swapping the views, $\mathcal{L}^{\text{BYOL}} = \mathcal{L}_{\theta,\xi} +
+# \tilde{\mathcal{L}}_{\theta,\xi}$, so it lies between 0 (the views agree) and 8. Only $\theta$ is trained by
+# gradient descent. The target receives **no gradient**; after each step its weights move a little
+# towards the online ones, an exponential moving average (EMA):
+#
+# $$ \theta \leftarrow \operatorname{optimizer}\big(\theta, \nabla_\theta \mathcal{L}^{\text{BYOL}}\big), \qquad
+#    \xi \leftarrow \tau\, \xi + (1 - \tau)\, \theta . $$
+#
+# The rate $\tau$ starts at $\tau_{\text{base}}$ and rises to 1 along a cosine over the $K$ training
+# steps, $\tau_k = 1 - (1 - \tau_{\text{base}})\,(\cos(\pi k / K) + 1)/2$, so the target changes fast early
+# and freezes at the end. The paper uses $\tau_{\text{base}} = 0.996$ for runs of hundreds of thousands
+# of steps; our CPU run has a few hundred, so the target must move faster: 0.97 (the target then
+# averages over roughly the last $1/(1-\tau) \approx 33$ steps at the start). After pre-training, only the online
+# backbone $f_\theta$ is kept.
+#
+# `course_utils.models.BYOL` holds both networks (`tests/test_byol.py` checks that no gradient reaches
+# the target, that an optimiser step leaves it unchanged, and the EMA arithmetic). The loss on fixed
+# vectors, against the formula:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+p = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+z = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+by_hand = 2 - 2 * F.cosine_similarity(p, z, dim=1)
+print("2 - 2 cos per row:", [round(v, 4) for v in by_hand.tolist()])
+print(f"byol_loss: {byol_loss(p, z):.4f} | mean of the rows: {by_hand.mean():.4f} | "
+      f"squared distance of the unit vectors: {(F.normalize(p, dim=1) - F.normalize(z, dim=1)).pow(2).sum(1).mean():.4f}")
+
+# %% [markdown]
+# Row one points the same way as its target (the length does not matter): loss 0. Row two is at 45°:
+# $2 - 2\cos 45° = 2 - \sqrt 2 \approx 0.586$. Row three points the opposite way: 4, the maximum.
+#
+# The EMA on a toy model: set every online weight to 1 and every target weight to 0, then update with
+# $\tau = 0.9$. After one step each target weight is $0.1$; after ten, $1 - 0.9^{10} \approx 0.651$.
+# The target is a slowly moving average of the online network's recent past.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+toy = BYOL(resnet6n2(1, 2, norm="torch_bn", widths=(2, 2, 2)), projector_dim=2, hidden_dim=4)
+with torch.no_grad():
+    for w in toy.online_parameters():
+        w.fill_(1.0)
+    for w in toy.target_parameters():
+        w.fill_(0.0)
+history = []
+for step in range(10):
+    toy.update_target(0.9)
+    history.append(next(toy.target_parameters()).flatten()[0].item())
+print("a target weight after 1, 2, 3, 10 updates:", [round(history[i], 4) for i in (0, 1, 2, 9)])
+print(f"1 - 0.9**10 = {1 - 0.9 ** 10:.4f}")
+print("every target weight equal:", all(torch.allclose(w, torch.full_like(w, history[-1])) for w in toy.target_parameters()))
+print("tau over 100 steps (base 0.99), steps 0, 25, 50, 75, 100:",
+      [round(byol_tau(k, 100, 0.99), 5) for k in (0, 25, 50, 75, 100)])
+
+# %% [markdown]
+# ### Why does BYOL not collapse?
+#
+# Mapping every image to one constant vector makes the loss zero, so a collapsed network *is* a
+# minimum of $\mathcal{L}^{\text{BYOL}}$. BYOL avoids it not through its objective but through its dynamics,
+# and two pieces matter:
+#
+# 1. **The target is not trained by the loss.** If gradients flowed into both branches, the fastest
+#    way down would move both outputs towards each other, and towards a constant. With the stop-gradient
+#    the online network can only chase a target that it does not control, and the EMA makes that
+#    target a smoothed, slightly older copy of itself.
+# 2. **The predictor.** Suppose $q_\theta$ were the best possible predictor, $q^\star(z_\theta) =
+#    \mathbb{E}[z'_\xi \mid z_\theta]$. Then the loss the backbone sees is the *conditional variance* of the
+#    target projection given the online one, $\mathbb{E}\big[\operatorname{Var}(z'_\xi \mid z_\theta)\big]$ (BYOL,
+#    section 3.2). Conditioning on *more* information never increases a variance,
+#    $\operatorname{Var}(X \mid Y, Z) \le \operatorname{Var}(X \mid Y)$, so discarding information from $z_\theta$ can only
+#    make the loss worse: a constant $z_\theta$ is the *worst* input for an optimal predictor, not the
+#    best. Gradient descent keeps the online representation informative, and the EMA passes that on
+#    to the target.
+#
+# This is an argument, not a proof (the predictor is never optimal, and batch norm in the MLPs plays
+# a part too); experiments in the paper and in SimSiam (Chen & He, 2021) show that removing the
+# predictor does make the representation collapse. Exercise 3 lets you watch it. We watch for
+# collapse with the **standard deviation of the normalised embeddings** (SimSiam, section 4.1): for
+# $d$-dimensional unit vectors spread over the sphere each coordinate has a std of about
+# $1/\sqrt d$; at a collapse all vectors coincide and the std is 0.
+#
+# ## 3. Views of grey-scale images
+#
+# The assignment used the augmentations of SimCLR and BYOL with its own probabilities: colour jitter
+# of strength 0.8 (applied with probability 0.3), random grey-scale (0.2), horizontal flip (0.5), a
+# 3x3 Gaussian blur with $\sigma \in [1, 2]$ (0.2), and a random resized crop of 8-100% of the area
+# with aspect ratios from 3/4 to 4/3. On one-channel images, colour jitter leaves brightness and
+# contrast (there is no saturation or hue) and grey-scale does nothing. `course_utils.augment`
+# implements them as batched tensor operations (brightness, contrast and blur are tested against
+# torchvision). We keep the assignment's crop, flip and blur size, and take the jitter of the BYOL
+# paper (brightness and contrast 0.4, with probability 0.8) and a blur probability of 0.5 (BYOL blurs
+# one view always and the other one rarely); exercise 5 compares with the assignment's values. Two
+# views of eight pre-training images:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+x_all, y_all = data.load_fashion_mnist("train")
+x_test_all, y_test_all = data.load_fashion_mnist("test")
+PRE, DOWN = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
+print("pre-training classes (labels never used for training):", ", ".join(data.FASHION_CLASSES[c] for c in PRE))
+print("downstream classes:", ", ".join(data.FASHION_CLASSES[c] for c in DOWN))
+TWO_VIEWS = TwoViews(byol_augment(**AUG))
+batch = x_all[:8].float() / 255
+views = TWO_VIEWS(batch, torch.Generator().manual_seed(0))
+print(f"images {tuple(batch.shape)} -> two views {tuple(views.shape)}, values in "
+      f"[{views.min():.2f}, {views.max():.2f}], same seed same views: "
+      f"{torch.equal(views, TWO_VIEWS(batch, torch.Generator().manual_seed(0)))}")
+
+# %%
+viz.show_images(torch.cat([batch, views[:, :1], views[:, 1:]]), ["image"] * 8 + ["view 1"] * 8 + ["view 2"] * 8,
+                ncols=8, size=1.0);
+
+# %% [markdown]
+# ## 4. The data
+#
+# Pre-training uses `pre_per_class` training images of each of the five pre-training classes: BYOL
+# sees them without labels, the supervised backbone of settings B and D with labels. To *watch* BYOL,
+# the kNN probe classifies test images of the same classes by a vote of labelled pre-training images;
+# those labels are read only for this, never trained on. The downstream
+# task has its own pool of training images (the labelled subsets are drawn from it, a new subset for
+# every seed) and a fixed, balanced test set from the official test images.
+
+# %%
+NORMALIZE = dict(mean=data.FASHION_MEAN, std=data.FASHION_STD)
+
+
+def subset(images, labels, classes, per_class, seed):
+    """``per_class`` images of each class in ``classes``, relabelled 0..len(classes)-1."""
+    keep = torch.isin(labels, torch.tensor(classes))
+    remap = torch.full((10,), -1, dtype=torch.long)
+    remap[classes] = torch.arange(len(classes))
+    xs, ys = images[keep], remap[labels[keep]]
+    idx = data.stratified_subset(ys, per_class, seed=seed)
+    return xs[idx], ys[idx]
+
+
+x_pre, y_pre = subset(x_all, y_all, PRE, cfg["pre_per_class"], seed=0)
+bank_idx = data.stratified_subset(y_pre, cfg["probe_per_class"], seed=1)
+x_bank, y_bank = x_pre[bank_idx], y_pre[bank_idx]  # labelled neighbours: pre-training images with their labels
+x_query, y_query = subset(x_test_all, y_test_all, PRE, cfg["probe_per_class"], seed=0)  # classified: test images
+x_pool, y_pool = subset(x_all, y_all, DOWN, cfg["pool_per_class"], seed=0)
+x_test, y_test = subset(x_test_all, y_test_all, DOWN, cfg["test_per_class"], seed=0)
+print(f"pre-training: {len(x_pre)} images | probe: {len(x_bank)} labelled + {len(x_query)} queries | "
+      f"downstream pool: {len(x_pool)} | downstream test: {len(x_test)}")
+
+# %% [markdown]
+# ## 5. Pre-training with BYOL
+#
+# The backbone is a ResNet-8 (Chapter 1's family with n = 1), the same architecture for every
+# setting. The projector and predictor are MLPs 64 → 512 → 128 with batch norm, as in the paper at a
+# smaller size. Both views of a batch go through each network together. AdamW with a short warm-up
+# and a cosine decay replaces the paper's LARS, which needs batches of thousands of images.
+# `pretrained_backbone` keeps the result on disk, keyed by the configuration, and `pretrain_byol`
+# writes a checkpoint after every epoch, so an interrupted run resumes where it stopped.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+def build_backbone(seed=0):
+    """A fresh ResNet initialised from ``seed``: every pre-training starts from the same weights."""
+    torch.manual_seed(seed)
+    return resnet6n2(cfg["arch"]["n"], 5, norm="torch_bn", widths=cfg["arch"]["widths"])
+
+
+def build_byol(predictor=True):
+    return BYOL(build_backbone(), projector_dim=128, hidden_dim=512, predictor=predictor)
+
+
+count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+demo = BYOL(resnet6n2(1, 5, norm="torch_bn"), projector_dim=128, hidden_dim=512)
+print(f"ResNet-8 backbone (without its 5-class layer): {count(demo.backbone) - count(demo.backbone.fc):,} parameters")
+print(f"projector 64 -> 512 -> 128: {count(demo.projector):,} | predictor 128 -> 512 -> 128: {count(demo.predictor):,}")
+print(f"trained by gradients: {sum(p.numel() for p in demo.online_parameters()):,} | "
+      f"target (EMA only): {sum(p.numel() for p in demo.target_parameters()):,} | "
+      f"target requires grad: {any(p.requires_grad for p in demo.target_parameters())}")
+
+# %%
+RUNS = experiments.runs_dir("ch05")
+probe = KNNProbe(x_bank, y_bank, x_query, y_query, k=20, **NORMALIZE)
+byol_cfg = dict(arch=cfg["arch"], per_class=cfg["pre_per_class"], augment=AUG, seed=0, **cfg["byol"])
+history_file = checkpoint_path(RUNS, byol_cfg, "byol-history").with_suffix(".json")
+
+
+def train_byol(model, config=byol_cfg, checkpoint=None, verbose=True):
+    """BYOL on the pre-training images (no labels); returns the per-epoch history as a list of dicts."""
+    course_utils.runtime.seed_everything(config["seed"])
+    images = x_pre[data.stratified_subset(y_pre, config["per_class"], seed=0)]  # all of x_pre, or a balanced part
+    loader = TensorLoader(images, torch.zeros(len(images)), config["batch_size"], shuffle=True,
+                          augment=TwoViews(byol_augment(**config["augment"])), drop_last=True, seed=config["seed"],
+                          **NORMALIZE)
+    opt, sched = adamw_warmup_cosine(model.online_parameters(), config["lr"], config["epochs"] * len(loader))
+    h = pretrain_byol(model, loader, epochs=config["epochs"], optimizer=opt, scheduler=sched,
+                      base_tau=config["base_tau"], probe=probe, checkpoint=checkpoint, verbose=verbose)
+    return h.records
+
+
+def pretrain(model):
+    records = train_byol(model, checkpoint=checkpoint_path(RUNS, byol_cfg, "byol-run"))  # resumable, keyed by config
+    atomic_write_text(history_file, json.dumps(records))
+
+
+byol_model, cached, path = pretrained_backbone(build_byol, pretrain, byol_cfg, RUNS, name="byol-resnet8")
+byol_history = pd.DataFrame(json.loads(history_file.read_text())).set_index("epoch")
+print("BYOL model", "loaded from" if cached else "trained and saved to", path.name)
+byol_backbone = byol_model.backbone
+
+# %% [markdown]
+# For comparison, the same backbone trained **with** the labels of the same images (cross-entropy,
+# the recipe of Chapter 1), and an untrained one with the same initialisation seed.
+
+# %%
+sup_cfg = dict(arch=cfg["arch"], per_class=cfg["pre_per_class"], seed=0, batch_size=128, **cfg["sup"])
+
+
+def train_supervised(model):
+    course_utils.runtime.seed_everything(0)
+    train_classifier(model, (x_pre, y_pre), None, epochs=sup_cfg["epochs"], batch_size=128, lr=sup_cfg["lr"],
+                     label_smoothing=0.1, augment=Compose([RandomCrop(2), RandomHorizontalFlip()]), **NORMALIZE)
+
+
+sup_backbone, cached, path = pretrained_backbone(build_backbone, train_supervised, sup_cfg, RUNS, name="sup-resnet8")
+print("supervised backbone", "loaded from" if cached else "trained and saved to", path.name)
+random_backbone = build_backbone()  # the weights BYOL and the supervised run started from
+sup_knn = knn_accuracy(pooled_features(sup_backbone, x_bank, **NORMALIZE), y_bank,
+                       pooled_features(sup_backbone, x_query, **NORMALIZE), y_query, k=20)
+print(f"kNN accuracy (k=20) on the pre-training classes: random init {byol_history['knn_acc'].iloc[0]:.3f}, "
+      f"BYOL {byol_history['knn_acc'].iloc[-1]:.3f}, supervised {sup_knn:.3f}")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+h = byol_history
+axes[0].plot(h.index, h["train_loss"], "o-", ms=3)
+axes[0].set(xlabel="epoch", ylabel="symmetric BYOL loss", title="loss (0 = views agree, max 8)")
+axes[1].plot(h.index, h["knn_acc"], "o-", ms=3, label="BYOL backbone")
+axes[1].axhline(sup_knn, color="C2", ls="--", label="supervised backbone")
+axes[1].set(xlabel="epoch", ylabel="kNN accuracy", title="kNN (k=20) on the pre-training classes")
+axes[2].plot(h.index, h["collapse_std"], "o-", ms=3, label="std of normalised z")
+axes[2].axhline(1 / math.sqrt(128), color="gray", ls="--", label="1/sqrt(128): spread out")
+axes[2].set(xlabel="epoch", ylabel="std", title="collapse check", ylim=(0, None))
+for ax in axes:
+    ax.grid(alpha=0.3)
+axes[1].legend(fontsize=7)
+axes[2].legend(fontsize=7)
+fig.tight_layout()
+
+# %% [markdown]
+# Epoch 0 is the untrained network. The loss falls fast for a few epochs (two views of one image
+# become easy to match once the network ignores brightness, blur and position) and then slowly, as
+# the learning rate decays and the target freezes. The kNN accuracy rises although no label was
+# used (the probe's labels only *read* the representation), but it stays well below the supervised
+# backbone's: the labels of the five classes are exactly what the supervised backbone was trained
+# to separate, while BYOL had to discover what distinguishes a T-shirt from a pullover by itself.
+#
+# The collapse check reads the other way round from what you might expect at epoch 0: the
+# *untrained* projections are nearly collapsed already, since a random projector maps all images
+# to similar directions. BYOL spreads them out within the first epoch and keeps them spread (well
+# above 0, though below the $1/\sqrt{128}$ of perfectly isotropic embeddings, which real features
+# never reach). A collapse would show as a fall towards 0 with a loss near 0: exercise 3.
+#
+# ## 6. Downstream: five ways to use a backbone
+#
+# The downstream task is to classify the five classes BYOL never saw (nor did the supervised
+# backbone), with few labels. The settings of the assignment, plus a control:
+#
+# | setting | backbone | what is trained downstream |
+# |---|---|---|
+# | A | none (random initialisation) | the whole network |
+# | B | supervised pre-training | the whole network (fine-tuning) |
+# | C | BYOL pre-training | the whole network (fine-tuning) |
+# | D | supervised pre-training, frozen | a linear classifier on its features |
+# | E | BYOL pre-training, frozen | a linear classifier on its features |
+# | R | random initialisation, frozen | a linear classifier on its features |
+#
+# Row R tells how much of a frozen backbone's score is owed to pre-training at all: a random
+# convolutional network already gives features a linear classifier can use. A–C fine-tune with the
+# course's recipe (SGD, one-cycle, random crops and flips, the same learning rate for all three). The
+# frozen settings compute the 64 pooled features once and fit a logistic regression whose
+# regularisation is chosen by cross-validation on the labelled images only.
+#
+# One detail matters for frozen backbones: batch norm's running statistics. BYOL estimated them on
+# augmented views (crops, jitter, blur), not on the clean images the frozen backbone will see. Before
+# any downstream use, every backbone, random ones included, gets them re-estimated on the clean,
+# unlabelled pre-training images (`recalibrate_batchnorm`; the weights do not change). Every run is repeated
+# with several seeds; a seed draws a new labelled subset (the same subset for every setting) and a
+# new initialisation of the classifier.
+
+# %%
+BACKBONES = {"supervised": sup_backbone, "BYOL": byol_backbone, "random": random_backbone}
+for backbone in BACKBONES.values():
+    recalibrate_batchnorm(backbone, x_pre, **NORMALIZE)
+FEATURES = {name: (pooled_features(b, x_pool, **NORMALIZE), pooled_features(b, x_test, **NORMALIZE))
+            for name, b in BACKBONES.items()}
+SETTINGS = {"A scratch": (None, "fine-tune"), "B supervised, fine-tuned": ("supervised", "fine-tune"),
+            "C BYOL, fine-tuned": ("BYOL", "fine-tune"), "D supervised, frozen": ("supervised", "frozen"),
+            "E BYOL, frozen": ("BYOL", "frozen"), "R random, frozen": ("random", "frozen")}
+
+
+def downstream(config, seed):
+    source, mode = SETTINGS[config["setting"]]
+    idx = data.stratified_subset(y_pool, config["labels"], seed=100 + seed)
+    if mode == "frozen":
+        f_pool, f_test = FEATURES[source]
+        return {"test_acc": linear_probe(f_pool[idx], y_pool[idx], f_test, y_test)}
+    model = build_backbone(seed)  # A starts from a new initialisation per seed
+    course_utils.runtime.seed_everything(seed)
+    if source is not None:
+        model.load_state_dict({k: v for k, v in BACKBONES[source].state_dict().items() if not k.startswith("fc.")},
+                              strict=False)
+    n = len(idx)
+    train_classifier(model, (x_pool[idx], y_pool[idx]), None, epochs=config["epochs"],
+                     batch_size=min(cfg["ft"]["batch_size"], n // 2), lr=cfg["ft"]["lr"], seed=seed,
+                     augment=Compose([RandomCrop(2), RandomHorizontalFlip()]),
+                     progress=False, verbose=False, **NORMALIZE)
+    logits = predict(model, TensorLoader(x_test, y_test, 500, **NORMALIZE))
+    return {"test_acc": metrics.accuracy(logits, y_test)}
+
+
+grid = {f"{s} @ {n}": dict(setting=s, labels=n, epochs=e, ft=cfg["ft"], test=cfg["test_per_class"])
+        for n, e in cfg["labels"].items() for s in SETTINGS}
+runs = experiments.run_grid(grid, cfg["seeds"], downstream, cache_dir=RUNS / "downstream", verbose=False)
+runs["setting"] = runs["variant"].str.split(" @ ").str[0]
+runs["labels"] = runs["variant"].str.split(" @ ").str[1].astype(int)
+
+# %%
+tables, summaries = {}, {}
+for n in cfg["labels"]:
+    part = runs[runs["labels"] == n].assign(variant=lambda d: d["setting"])
+    summaries[n] = experiments.summarize(part, ["test_acc"], baseline="A scratch")
+    shown = experiments.format_mean_std(summaries[n], ["test_acc"])
+    tables[f"{n} labels/class"] = shown["test_acc"]
+    tables[f"Δ vs A ({n})"] = shown["Δ test_acc"]
+table = pd.DataFrame(tables)
+table.index.name = f"test accuracy %, mean ± std over {len(cfg['seeds'])} seeds"
+table
+
+# %% [markdown]
+# Test accuracy in percent on the five downstream classes; Δ is the difference from training from
+# scratch (A) with the same labels, marked "(noise)" when it is smaller than the seed-to-seed spread.
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.6))
+for i, s in enumerate(SETTINGS):
+    mu = [summaries[n].loc[s, "test_acc_mean"] * 100 for n in cfg["labels"]]
+    sd = [summaries[n].loc[s, "test_acc_std"] * 100 if len(cfg["seeds"]) > 1 else 0 for n in cfg["labels"]]
+    ax.errorbar(list(cfg["labels"]), mu, yerr=sd, marker="o", ms=4, capsize=3, color=f"C{i}", label=s,
+                ls="--" if SETTINGS[s][1] == "frozen" else "-")
+ax.set(xscale="log", xlabel="labelled images per class", ylabel="test accuracy (%)",
+       title="downstream accuracy vs labels (solid: fine-tuned, dashed: frozen)")
+ax.set_xticks(list(cfg["labels"]), [str(n) for n in cfg["labels"]])
+ax.grid(alpha=0.3)
+ax.legend(fontsize=7)
+fig.tight_layout()
+for n in cfg["labels"]:
+    order = summaries[n]["test_acc_mean"].sort_values(ascending=False).index
+    print(f"{n:>5} labels/class: " + " > ".join(s.split()[0] for s in order))
+
+# %% [markdown]
+# ## 7. Looking at the representations: PCA and t-SNE
+#
+# PCA projects the 64 features onto the two directions of largest variance: a linear map, faithful to
+# global distances, blind to structure that is not along those directions. t-SNE (van der Maaten &
+# Hinton, 2008) places points in 2-D so that each keeps its nearest neighbours: a non-linear map that
+# shows clusters well and distorts distances between them (the size of a cluster and the gaps between
+# clusters mean little). Below, the downstream test images, through the backbone before any
+# training, after BYOL, and after supervised pre-training. A number makes "how separated" concrete:
+# the kNN accuracy *in the 2-D map* (half the points vote for the other half).
+
+# %%
+vis_idx = data.stratified_subset(y_test, cfg["vis_per_class"], seed=0)
+x_vis, y_vis = x_test[vis_idx], y_test[vis_idx]
+half = torch.arange(len(y_vis)) % 2 == 0
+panels = {"random init": random_backbone, "after BYOL": byol_backbone, "after supervised pre-training": sup_backbone}
+maps, separation = {"PCA": {}, "t-SNE": {}}, []
+for name, backbone in panels.items():
+    f = pooled_features(backbone, x_vis, **NORMALIZE)
+    f = (f - f.mean(0)) / (f.std(0) + 1e-8)  # standardise each feature, as the linear probe does
+    for method, key in (("PCA", "pca"), ("t-SNE", "tsne")):
+        xy = torch.as_tensor(viz.project_2d(f, key))
+        maps[method][name] = xy.numpy()
+        acc = knn_accuracy(xy[half], y_vis[half], xy[~half], y_vis[~half], k=min(10, int(half.sum())))
+        separation.append({"features": name, "map": method, "2-D kNN accuracy": acc})
+names = [data.FASHION_CLASSES[c] for c in DOWN]
+viz.plot_embeddings(maps["PCA"], y_vis, names, size=3.0).suptitle("PCA", y=1.02);
+viz.plot_embeddings(maps["t-SNE"], y_vis, names, size=3.0).suptitle("t-SNE", y=1.02);
+separation = pd.DataFrame(separation).pivot(index="features", columns="map", values="2-D kNN accuracy").loc[list(panels)]
+(separation * 100).round(1)
+
+# %% [markdown]
+# ## 8. What it means
+#
+# **Did BYOL learn anything?** Compare E with R: both train only a linear classifier on frozen
+# features, so the difference is what pre-training without labels put into the backbone, and nothing
+# downstream can repair a weak backbone. E is far above R at every number of labels, by many times
+# the seed-to-seed spread (the lines printed below): minutes of BYOL on five classes of clothing
+# taught the ResNet-8 features that carry over to sandals, sneakers, boots, shirts and bags.
+#
+# **Fine-tuning (A, B, C).** Training from scratch is a strong baseline on this data: with 100 images
+# per class, a ResNet-8 trained from nothing gets within about two points of the pre-trained ones.
+# The supervised backbone (B) gives the clearest gain over A. The BYOL backbone, fine-tuned (C), gains
+# about a point or less, the size of the seed-to-seed spread: whether C beats A is decided by the line
+# printed below, and even where it does, the gain is small. The assignment saw B and C about 3 points
+# above A after pre-training a ResNet-50 for 1000 epochs on 100 classes of natural images; our
+# pre-training is minutes long, and full fine-tuning with enough labels lets the downstream data
+# overwrite much of what the backbone brought.
+#
+# **Frozen or fine-tuned (D, E against B, C).** In the assignment the frozen backbones were about 30
+# points behind fine-tuning (24% and 21% against 53-55%). Here they are a few points behind at most,
+# and the frozen supervised backbone (D) is within about a point of fine-tuned BYOL (C). The
+# downstream images come from the same source as the pre-training ones (centred 28x28 grey-scale
+# product photos), so a frozen backbone's features fit them; Mini-ImageNet photographs and
+# Office-Home's clip art and product images are much further apart, and a frozen ResNet-50 there
+# cannot adapt.
+#
+# **How the ranking changes with the number of labels.** With 10 labels per class every setting
+# but R lies within a few points, and the spread between seeds (a different labelled subset each)
+# is as large as the differences: no ranking among A-E can be trusted there. R is far behind with 10
+# labels because a logistic regression on 64 random features has only 50 examples to fit. With 100
+# and 500 labels the order settles at the ends: the fine-tuned supervised backbone (B) at or near the
+# top, the frozen BYOL backbone (E) below every fine-tuned setting, and R last; in between, C, A and D
+# lie within a couple of points of each other, their order mostly inside the noise. As labels grow,
+# the linear probe on random features catches up part of the way: the margin of E over R shrinks
+# from the smallest to the largest number of labels.
+#
+# **Supervised or self-supervised?** The supervised backbone beats the BYOL one clearly when both are
+# frozen (D > E at every number of labels) and by a point or two at most when both are fine-tuned
+# (B against C, C20). Labels tell a backbone which differences matter; BYOL is told only which
+# differences do not matter (those the augmentations make) and must find the rest itself. Here the
+# five labelled clothing classes already teach shape features that serve footwear and bags well. With
+# unlabelled images only, BYOL is the one of the two you can have, and E against R says it is worth
+# having.
+#
+# **PCA and t-SNE.** For every backbone the t-SNE map separates the classes more than the PCA map of
+# the same features (the 2-D kNN table): t-SNE is built to keep neighbourhoods, PCA to keep the two
+# directions of largest variance, which need not be the ones that separate classes. Training helps
+# both maps, but unevenly: after BYOL the t-SNE map separates the classes far better than before
+# training, while the PCA map gains little, so BYOL's class information lies in directions other
+# than the two of largest variance. A 2-D map and a linear classifier on all 64 features measure
+# different things; do not rank backbones by pictures. And do not read cluster sizes or distances
+# between t-SNE clusters: t-SNE does not preserve them.
+
+# %%
+def cell(n, s, stat="mean"):
+    return summaries[n].loc[s, f"test_acc_{stat}"] * 100
+
+
+def spread(n, *settings):
+    """The larger std of the settings compared (0 with one seed): a difference must exceed it to count."""
+    stds = [cell(n, s, "std") for s in settings]
+    return 0.0 if any(math.isnan(v) for v in stds) else max(stds)
+
+
+MAIN = 100 if 100 in cfg["labels"] else list(cfg["labels"])[-1]
+A, B, C, D, E, R = (cell(MAIN, s) for s in SETTINGS)
+seeds_note = f"{len(cfg['seeds'])} seeds, {MAIN} labels/class"
+noise_er = spread(MAIN, "E BYOL, frozen", "R random, frozen")
+print(f"E - R (BYOL features vs random features, frozen): {E - R:+.2f} points; seed spread {noise_er:.2f} "
+      f"({'far beyond' if E - R > 3 * noise_er else 'beyond' if E - R > noise_er else 'inside'} the noise)")
+noise_ca = spread(MAIN, "A scratch", "C BYOL, fine-tuned")
+print(f"C - A (BYOL fine-tuned vs scratch): {C - A:+.2f} points; seed spread {noise_ca:.2f} -> "
+      f"{'C beats A' if C - A > noise_ca else 'C does not beat A beyond the noise' if C - A > -noise_ca else 'A beats C'}")
+for n in cfg["labels"]:
+    print(f"{n:>5} labels/class: C - A = {cell(n, 'C BYOL, fine-tuned') - cell(n, 'A scratch'):+.2f}, "
+          f"B - A = {cell(n, 'B supervised, fine-tuned') - cell(n, 'A scratch'):+.2f}, "
+          f"E - R = {cell(n, 'E BYOL, frozen') - cell(n, 'R random, frozen'):+.2f}, "
+          f"D - E = {cell(n, 'D supervised, frozen') - cell(n, 'E BYOL, frozen'):+.2f}")
+
+# %% [markdown]
+# ## Claims
+#
+# The claims of the assignment this chapter tests (see the reproduction page), at 100 labels per
+# class, with the larger seed-to-seed std of the settings compared as the noise.
+
+# %%
+pre_gain = ((B - A) + (C - A)) / 2
+noise_abc = spread(MAIN, "A scratch", "B supervised, fine-tuned", "C BYOL, fine-tuned")
+frozen_gap = (D + E) / 2 - (B + C) / 2
+noise_all = spread(MAIN, *SETTINGS)
+FAR = 5.0  # "far worse": the assignment's frozen backbones were ~30 points behind; ask for more than 5
+v_frozen = judge(frozen_gap + FAR, noise_all, expected="negative")  # is the gap beyond -5 points, beyond the noise?
+v_sup = judge(D - E, spread(MAIN, "D supervised, frozen", "E BYOL, frozen"))
+v21 = ("confirmed" if v_frozen == v_sup == "confirmed"
+       else "not reproduced" if "not reproduced" in (v_frozen, v_sup) else "inside the noise")
+sep = separation * 100
+tsne_gain = float((sep["t-SNE"] - sep["PCA"]).min())
+train_gain = float(min(sep.loc[b, m] - sep.loc["random init", m] for b in ("after BYOL", "after supervised pre-training")
+                       for m in ("PCA", "t-SNE")))
+se = 100 * math.sqrt(0.25 / int((~half).sum()))  # largest binomial standard error of a 2-D kNN accuracy
+claims = [
+    Claim("C19", "Pre-training then full fine-tuning beats training from scratch by ~3 points",
+          measured=f"A {A:.2f} ± {cell(MAIN, 'A scratch', 'std'):.2f}, B {B:.2f} ± {cell(MAIN, 'B supervised, fine-tuned', 'std'):.2f}, "
+                   f"C {C:.2f} ± {cell(MAIN, 'C BYOL, fine-tuned', 'std'):.2f}; mean gain of B and C over A "
+                   f"{pre_gain:+.2f} (noise {noise_abc:.2f}; {seeds_note})",
+          verdict=judge(pre_gain, noise_abc), numbers=dict(A=A, B=B, C=C, noise=noise_abc),
+          note="Minutes of pre-training on five clothing classes, transferred to footwear, shirts and bags."),
+    Claim("C20", "BYOL and supervised backbones are about equal when fully fine-tuned",
+          measured=f"C - B = {C - B:+.2f} (noise {spread(MAIN, 'B supervised, fine-tuned', 'C BYOL, fine-tuned'):.2f}; {seeds_note})",
+          verdict=judge(C - B, spread(MAIN, "B supervised, fine-tuned", "C BYOL, fine-tuned"), expected="none"),
+          numbers=dict(B=B, C=C)),
+    Claim("C21", "Frozen backbones are far worse than fine-tuned ones, and the supervised frozen backbone beats the BYOL one",
+          measured=f"frozen - fine-tuned = {frozen_gap:+.2f} (far = below -{FAR:.0f}: {v_frozen}); D - E = {D - E:+.2f} ({v_sup}); "
+                   f"D {D:.2f}, E {E:.2f}, R {R:.2f} (noise {noise_all:.2f}; {seeds_note})",
+          verdict=v21, numbers=dict(D=D, E=E, R=R, frozen_gap=frozen_gap),
+          note="Pre-training and downstream images come from one source here; the assignment went from "
+               "Mini-ImageNet to Office-Home."),
+    Claim("C22", "Classes separate more in t-SNE than in PCA, and more as training proceeds",
+          measured=f"2-D kNN accuracy, t-SNE minus PCA: at least {tsne_gain:+.1f} points; trained minus untrained: at least "
+                   f"{train_gain:+.1f} (binomial standard error {se:.1f}; {len(y_vis)} test images, one run)",
+          verdict="confirmed" if judge(tsne_gain, se) == judge(train_gain, se) == "confirmed"
+          else "not reproduced" if "not reproduced" in (judge(tsne_gain, se), judge(train_gain, se)) else "inside the noise",
+          numbers=dict(separation=separation.to_dict()),
+          note="The verdict needs both parts for every backbone and map; the weakest gain decides."),
+]
+save_claims("05", claims);
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **The loss by hand.** For $q = (1, 0)$ and $z' = (0, 1)$, what is $\mathcal{L}$? And for
+#    $z' = (-2, 0)$? What does the symmetric loss of a collapsed network equal?
+# 2. **The memory of the target.** With a constant $\tau = 0.99$, how much weight does the target give
+#    to the online weights of the last 100 steps, and of the last 500?
+# 3. **Remove the predictor.** Pre-train the same backbone for a few epochs with and without the
+#    predictor (`build_byol(predictor=False)`) and plot the collapse check and the kNN accuracy of both.
+#    What happens to the loss?
+# 4. **The target as a fixed random network.** Set $\tau = 1$ for the whole run (`base_tau=1.0`): the
+#    target never moves. Does the online network still learn something? (The BYOL paper reports that
+#    it does, far more than a random network, far less than BYOL.)
+# 5. **Augmentations decide.** Pre-train again (a) with the assignment's jitter and blur
+#    (`AUG = dict(AUG, jitter=0.8, p_jitter=0.3, p_blur=0.2)`) and (b) without the crop
+#    (`crop_scale=(1.0, 1.0)`). Predict first, then compare the kNN curve and setting E.
+
+# %% tags=["solution", "hide-input"]
+# Solution 3: a short run with and without the predictor, on a subset of the pre-training images.
+short = dict(byol_cfg, **cfg["ablation"])
+ablation = {}
+for with_predictor in (True, False):
+    model = build_byol(predictor=with_predictor)
+    ablation["with predictor" if with_predictor else "without predictor"] = pd.DataFrame(
+        train_byol(model, config=short, verbose=False)).set_index("epoch")
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.0))
+for i, (name, h) in enumerate(ablation.items()):
+    axes[0].plot(h.index[1:], h["train_loss"].iloc[1:], "o-", ms=3, color=f"C{i}", label=name)
+    axes[1].plot(h.index, h["knn_acc"], "o-", ms=3, color=f"C{i}", label=name)
+    axes[2].plot(h.index, h["collapse_std"], "o-", ms=3, color=f"C{i}", label=name)
+for ax, title in zip(axes, ("loss", "kNN accuracy", "std of normalised z (collapse check)")):
+    ax.set(xlabel="epoch", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+fig.tight_layout()
+for name, h in ablation.items():
+    print(f"{name}: final loss {h['train_loss'].iloc[-1]:.3f}, kNN {h['knn_acc'].iloc[-1]:.3f}, "
+          f"collapse std {h['collapse_std'].iloc[-1]:.4f} (1/sqrt(128) = {1 / math.sqrt(128):.4f})")
+
+# %% [markdown] tags=["solution"]
+# ```{admonition} Solutions
+# :class: dropdown
+# **1.** $\cos = 0$: $\mathcal{L} = 2$. For $z' = (-2, 0)$: $\cos = -1$, $\mathcal{L} = 4$ (the length of $z'$
+# does not matter). A collapsed network gives identical, hence parallel, vectors for both views:
+# $\cos = 1$ and the symmetric loss is 0, the global minimum, which is why collapse is a real danger.
+#
+# **2.** After $n$ steps the online weights of the last $n$ steps carry a total weight $1 - \tau^n$ in
+# the target: $1 - 0.99^{100} \approx 0.63$ and $1 - 0.99^{500} \approx 0.993$. The target is an
+# average over roughly the last $1/(1 - \tau) = 100$ steps; the cosine schedule lengthens this memory
+# towards the end, until the target freezes.
+#
+# **3.** Without the predictor the loss drops almost to 0 within the first epoch, while with the
+# predictor it stays far above. That low loss is not a better representation: the collapse check
+# without the predictor stays near the value of the untrained, nearly collapsed projections, a
+# fraction of the value with the predictor; the online projection matches the target's by making
+# all projections point the same way. In so short a run the kNN accuracy of the backbone barely
+# differs yet: the collapse starts in the projection, and the backbone follows with longer training
+# (SimSiam's ablation without a predictor ends at chance level). The collapse check warns before the
+# downstream accuracy does, which is why it is worth watching.
+#
+# **4.** With $\tau = 1$ the online network learns to predict the projections of a fixed random
+# network from another view. That target does not collapse (it is fixed), so the online network
+# learns features that are predictive of random features of the other view, better than random
+# features, but the target never improves, so the representation stays weak: BYOL's gain comes from
+# bootstrapping, the target improving with the online network.
+#
+# **5.** (a) Weaker jitter applied less often makes the two views easier to match: the loss falls
+# faster and lower, which says nothing good about the features; measure E before concluding. (b)
+# Without crops the views differ only in flips, brightness, contrast and blur, and the network can
+# match them with low-level statistics; expect the kNN accuracy and E to drop towards R. Cropping
+# forces the network to recognise a garment from any part of it, the invariance that carries over to
+# the downstream classes; SimCLR's ablations found cropping the most important single augmentation.
+# ```
