@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,7 +18,7 @@
 #
 # A convolution reads its input on a rigid square grid: a 3x3 kernel always looks at the pixel and
 # its eight neighbours, wherever it is and whatever the image shows. A **deformable convolution**
-# (Dai et al. 2017, [arXiv:1703.06211](https://arxiv.org/abs/1703.06211)) lets every output position
+# {cite}`dai2017deformable` lets every output position
 # move its nine sampling points, by offsets that another small convolution predicts from the input
 # itself. This chapter writes it from scratch, checks it against torchvision's version, trains it on
 # geometrically distorted images, looks at where it learns to read, and uses it in a network that
@@ -119,8 +121,8 @@ cfg
 # pixel outside the image counts as zero. The offsets themselves come from an ordinary convolution
 # applied to the same input, with the same kernel size and stride, with $2 \times 9 = 18$ output
 # channels: a $(\Delta y, \Delta x)$ pair for each of the nine kernel points, at each output position.
-# Both convolutions are trained together. DCNv2 (Zhu et al. 2019,
-# [arXiv:1811.11168](https://arxiv.org/abs/1811.11168)) adds nine more output channels, squashed by a
+# Both convolutions are trained together. DCNv2
+# {cite}`zhu2019dcnv2` adds nine more output channels, squashed by a
 # sigmoid into modulation scalars $m_k \in (0, 1)$: $y(p) = \sum_k w_k m_k x(p + p_k + \Delta p_k)$,
 # so a kernel point can also *fade out* a sample.
 #

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -17,7 +19,7 @@
 # Labels are expensive; images are not. *Self-supervised* learning trains a backbone on images
 # alone, with a task built from the images themselves, and hands the backbone to a *downstream* task
 # that has only a few labels. This chapter builds one such method, BYOL (*Bootstrap Your Own Latent*,
-# Grill et al., 2020), from its equations, watches it learn without ever seeing a label, and then
+# {cite}`grill2020byol`), from its equations, watches it learn without ever seeing a label, and then
 # asks the practical question: is a BYOL backbone worth having, compared with no pre-training and
 # with a backbone pre-trained on labels?
 #
@@ -209,7 +211,7 @@ print("tau over 100 steps (base 0.99), steps 0, 25, 50, 75, 100:",
 #    to the target.
 #
 # This is an argument, not a proof (the predictor is never optimal, and batch norm in the MLPs plays
-# a part too); experiments in the paper and in SimSiam (Chen & He, 2021) show that removing the
+# a part too); experiments in the paper and in SimSiam {cite}`chen2021simsiam` show that removing the
 # predictor does make the representation collapse. Exercise 3 lets you watch it. We watch for
 # collapse with the **standard deviation of the normalised embeddings** (SimSiam, section 4.1): for
 # $d$-dimensional unit vectors spread over the sphere each coordinate has a std of about
@@ -493,8 +495,8 @@ for n in cfg["labels"]:
 # ## 7. Looking at the representations: PCA and t-SNE
 #
 # PCA projects the 64 features onto the two directions of largest variance: a linear map, faithful to
-# global distances, blind to structure that is not along those directions. t-SNE (van der Maaten &
-# Hinton, 2008) places points in 2-D so that each keeps its nearest neighbours: a non-linear map that
+# global distances, blind to structure that is not along those directions. t-SNE
+# {cite}`vandermaaten2008tsne` places points in 2-D so that each keeps its nearest neighbours: a non-linear map that
 # shows clusters well and distorts distances between them (the size of a cluster and the gaps between
 # clusters mean little). Below, the downstream test images, through the backbone before any
 # training, after BYOL, and after supervised pre-training. A number makes "how separated" concrete:
