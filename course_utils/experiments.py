@@ -46,6 +46,7 @@ def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Cal
     cache = Path(cache_dir) if cache_dir is not None else None
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    in_workers = set()
     if workers > 1:
         if cache is None:
             raise ValueError("run_grid(workers > 1) needs cache_dir: the worker processes hand their results "
@@ -54,6 +55,7 @@ def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Cal
                    if not (cache / _key(name, config, seed)).exists()]
         if len(pending) > 1:
             _train_in_processes(pending, train_fn, cache, min(workers, len(pending)))
+            in_workers = {_key(name, config, seed) for name, config, seed in pending}
     rows = []
     for name, config in configs.items():
         for seed in seeds:
@@ -70,7 +72,8 @@ def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Cal
                 cached = False
             if verbose:
                 shown = ", ".join(f"{k}={v:.4f}" for k, v in result.items() if isinstance(v, float) and k != "run_seconds")
-                print(f"{name:>16} seed {seed}: {shown}{' (cached)' if cached else ''}", flush=True)
+                origin = " (in a worker)" if path is not None and path.name in in_workers else " (cached)" if cached else ""
+                print(f"{name:>16} seed {seed}: {shown}{origin}", flush=True)
             rows.append({"variant": name, "seed": seed, **result})
     return pd.DataFrame(rows)
 
