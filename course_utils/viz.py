@@ -112,6 +112,31 @@ def show_cams(images: torch.Tensor, cams, titles: Sequence[str] | None = None, n
     return fig
 
 
+def show_attributions(images: torch.Tensor, maps: dict, row_titles: Sequence[str] | None = None,
+                      size: float = 1.4, alpha: float = 0.5):
+    """One row per image ``(N, 1, H, W)``: the image, then each map of ``maps = {column title: (N, H, W) in
+    [0, 1]}`` overlaid on it (e.g. CAM, Grad-CAM and occlusion of several models side by side)."""
+    images = images.detach().float().cpu()
+    if images.max() > 1.5:
+        images = images / 255.0
+    n, ncols = len(images), 1 + len(maps)
+    fig, axes = plt.subplots(n, ncols, figsize=(size * ncols, size * n), squeeze=False)
+    for r in range(n):
+        for c, ax in enumerate(axes[r]):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.imshow(images[r, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            if c:
+                title, m = list(maps.items())[c - 1]
+                ax.imshow(np.asarray(torch.as_tensor(m[r]).cpu()), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+                if r == 0:
+                    ax.set_title(title, fontsize=7)
+        if row_titles is not None:
+            axes[r, 0].set_ylabel(row_titles[r], fontsize=6, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
+
+
 def plot_norm_axes(num_samples: int = 4, num_channels: int = 6, groups: int = 2):
     """Which activations share one mean and variance, for BN, LN, IN and GN (after Wu & He 2018, Fig. 2).
 

@@ -244,3 +244,28 @@ def test_agrees_with_the_hook_based_table_of_course_utils_receptive():
     for row in table.to_dict("records"):
         f = receptive_field(model, row["layer"])
         assert (f.size[0], f.jump[0]) == (row["receptive field"], row["jump"]), row["layer"]
+
+
+def test_max_responses_are_the_spatial_maxima_of_each_channel():
+    from course_utils.interpret import max_responses
+
+    torch.manual_seed(0)
+    net = _net().eval()
+    x = torch.randn(7, 1, 24, 24)
+    got = max_responses(net, ["1", "7"], x, batch_size=3)
+    assert got["1"].shape == (7, 3) and got["7"].shape == (7, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(got["1"], net[:2](x).amax((2, 3)))
+        torch.testing.assert_close(got["7"], net(x).amax((2, 3)))
+    assert _no_hooks(net)
+
+
+def test_class_selectivity_counts_the_most_common_class_among_the_top_images():
+    from course_utils.interpret import class_selectivity
+
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    responses = torch.tensor([[9.0, 9.0], [8.0, 1.0], [1.0, 8.0], [2.0, 2.0], [3.0, 7.0], [0.0, 3.0]])
+    # filter 0: top 3 images 0, 1, 4 -> classes 0, 0, 2; filter 1: images 0, 2, 4 -> classes 0, 1, 2
+    torch.testing.assert_close(class_selectivity(responses, labels, top=3), torch.tensor([2 / 3, 1 / 3]))
+    with pytest.raises(ValueError, match="top"):
+        class_selectivity(responses, labels, top=7)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.interpret import cam, gradcam_reference, normalize_maps, occlusion_sensitivity
+from course_utils.interpret import cam, gradcam_reference, normalize_maps, occlusion_object_share, occlusion_sensitivity
 from course_utils.models import resnet6n2
 
 
@@ -124,3 +124,36 @@ def test_occlusion_rejects_a_batch_and_oversized_windows():
         occlusion_sensitivity(model, torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="window"):
         occlusion_sensitivity(model, torch.zeros(1, 4, 4), window=5)
+
+
+def test_object_share_of_the_occlusion_drop():
+    conf = torch.ones(4, 4)
+    conf[1, 2] = 0.2  # one window, centred at pixel (1 + 1, 2 + 1) = (2, 3) with window 3, stride 1
+    mask = torch.zeros(6, 6, dtype=torch.bool)
+    mask[2:4, 2:4] = True  # window centres (2..5, 2..5): (2, 3) is on the object, 4 of 16 centres are
+    share, chance = occlusion_object_share(conf, mask, window=3)
+    assert share == pytest.approx(1.0) and chance == pytest.approx(4 / 16)
+    mask[2, 3] = False
+    assert occlusion_object_share(conf, mask, window=3)[0] == 0.0
+    with pytest.raises(ValueError, match="does not fit"):
+        occlusion_object_share(conf, mask[:4, :4], window=3)
+
+
+def test_explain_gives_three_maps_at_the_input_size_and_leaves_no_hooks():
+    from course_utils.interpret import explain
+    from course_utils.models.small_vgg import SmallVGG
+
+    torch.manual_seed(0)
+    model = SmallVGG((4, 4, 8)).train()
+    image = torch.randn(1, 16, 16)
+    for stride in (1, 2):
+        maps = explain(model, image, "features.relu6", window=5, stride=stride)
+        assert list(maps) == ["CAM", "Grad-CAM", "occlusion"]
+        for m in maps.values():
+            assert m.shape == (16, 16) and m.min() >= 0 and m.max() <= 1 + 1e-6
+    conf = occlusion_sensitivity(model, image, 5, 1)
+    drop = conf.max() - conf
+    r, c = divmod(int(drop.argmax()), drop.shape[1])
+    assert maps["occlusion"].shape == (16, 16)
+    assert explain(model, image, "features.relu6", window=5)["occlusion"][r + 2, c + 2] == pytest.approx(1.0)
+    assert model.training and _no_hooks(model)

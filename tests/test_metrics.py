@@ -62,3 +62,14 @@ def test_projections_and_embedding_plot():
     assert len(fig.axes) == 1
     with pytest.raises(ValueError, match="pca' or 'tsne"):
         project_2d(feats, "umap")
+
+
+def test_show_attributions_draws_one_row_per_image():
+    import matplotlib
+    matplotlib.use("Agg")
+    from course_utils.viz import show_attributions
+
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    maps = {"CAM": torch.rand(3, 8, 8), "occlusion": torch.rand(3, 8, 8).numpy()}
+    fig = show_attributions(images, maps, row_titles=["a", "b", "c"])
+    assert len(fig.axes) == 9 and fig.axes[1].get_title() == "CAM" and fig.axes[2].get_title() == "occlusion"

@@ -78,6 +78,41 @@ def top_activating_patches(model: nn.Module, layer_name: str, filter_idx: int, i
     return TopPatches(patches, best_v, n, positions, boxes, field)
 
 
+def max_responses(model: nn.Module, layer_names: Sequence[str], images: torch.Tensor,
+                  batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """The strongest response of every filter of each layer to each image: ``{name: (N, channels)}``,
+    the maximum over positions (one forward pass per batch, hooks removed on exit)."""
+    layers = {name: model.get_submodule(name) for name in layer_names}
+    out = {name: [] for name in layer_names}
+    store = {}
+    handles = [layer.register_forward_hook(lambda m, i, o, name=name: store.__setitem__(name, o))
+               for name, layer in layers.items()]
+    try:
+        with _eval_mode(model), torch.no_grad():
+            for s in range(0, len(images), batch_size):
+                model(images[s:s + batch_size])
+                for name in layer_names:
+                    out[name].append(store[name].amax((2, 3)).float().cpu())
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: torch.cat(v) for name, v in out.items()}
+
+
+def class_selectivity(responses: torch.Tensor, labels: torch.Tensor, top: int = 50) -> torch.Tensor:
+    """For each filter (column of ``responses`` ``(N, channels)``), the share of its ``top`` most exciting
+    images that belong to their most common class: 1/num_classes (balanced data) for a filter that fires on
+    anything, such as an edge detector; near 1 for a filter that fires on one kind of object part."""
+    labels = torch.as_tensor(labels).cpu()
+    if len(labels) != len(responses) or not 1 <= top <= len(labels):
+        raise ValueError(f"need one label per image ({len(responses)}) and 1 <= top <= N, got {len(labels)} labels, "
+                         f"top={top}")
+    idx = responses.topk(top, dim=0).indices  # (top, channels)
+    classes = labels[idx]  # (top, channels)
+    counts = F.one_hot(classes, int(labels.max()) + 1).sum(0)  # (channels, num_classes)
+    return counts.amax(1).float() / top
+
+
 # ------------------------------------------------------------------------------------------- ablation
 @contextmanager
 def ablate_filters(model: nn.Module, filters: Mapping[str, Sequence[int]]) -> Iterator[nn.Module]:

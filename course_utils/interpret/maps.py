@@ -174,3 +174,48 @@ def occlusion_sensitivity(model: nn.Module, image: torch.Tensor, window: int = 1
             p = probs[:, predicted]
             conf[s:s + batch_size] = torch.where(probs.argmax(1) == predicted, p, torch.zeros_like(p)).float().cpu()
     return conf.reshape(n_r, n_c)
+
+
+def occlusion_object_share(confidence: torch.Tensor, mask: torch.Tensor, window: int,
+                           stride: int = 1) -> tuple[float, float]:
+    """Where does an occlusion map's confidence drop fall: on the object or on the background?
+
+    Args:
+        confidence: an ``occlusion_sensitivity`` map ``(n_r, n_c)``; its drop is ``max - confidence``.
+        mask: ``(H, W)`` bool, True on the object's pixels (e.g. ``image > 0.1``).
+        window, stride: those the map was made with; a window counts as "on the object" when its centre is.
+
+    Returns ``(share of the total drop on object windows, share of windows on the object)``: a ratio of
+    the two above 1 means the decision leans on the object more than its size alone would explain.
+    """
+    n_r, n_c = confidence.shape
+    centres_r = torch.arange(n_r) * stride + window // 2
+    centres_c = torch.arange(n_c) * stride + window // 2
+    if centres_r[-1] >= mask.shape[0] or centres_c[-1] >= mask.shape[1]:
+        raise ValueError(f"a {n_r}x{n_c} map with window {window}, stride {stride} does not fit a mask of "
+                         f"shape {tuple(mask.shape)}")
+    on = mask.bool().cpu()[centres_r][:, centres_c]  # (n_r, n_c)
+    drop = confidence.max() - confidence
+    total = float(drop.sum())
+    share_drop = float(drop[on].sum()) / total if total > 0 else float("nan")
+    return share_drop, float(on.float().mean())
+
+
+def explain(model: nn.Module, image: torch.Tensor, layer: str, target: int | None = None, window: int = 7,
+            stride: int = 1, fill: float = 0.0) -> dict[str, torch.Tensor]:
+    """CAM, Grad-CAM and occlusion sensitivity of one image ``(C, H, W)`` side by side, each ``(H, W)`` in
+    [0, 1] (occlusion as its normalised *drop*, so that for all three "hot" means "needed"). ``target`` is
+    the class explained (the prediction by default); ``layer`` the one Grad-CAM hooks."""
+    with _eval_mode(model), torch.no_grad():
+        predicted = int(model(image[None]).argmax(1))
+    target = predicted if target is None else int(target)
+    H, W = image.shape[-2:]
+    cam_map = normalize_maps(cam(model, image[None], target), size=(H, W))[0]
+    grad_map = torch.as_tensor(gradcam(model, image[None], [target], layer))[0].float()
+    conf = occlusion_sensitivity(model, image, window, stride, fill)
+    drop = normalize_maps((conf.max() - conf)[None], size=None)[0]
+    # each window's drop painted from its centre on (stride x stride pixels), zero where no window is centred
+    occ = F.interpolate(drop[None, None], scale_factor=stride, mode="nearest")[0, 0]
+    pad = window // 2
+    occ = F.pad(occ, (pad, W - pad - occ.shape[1], pad, H - pad - occ.shape[0]))  # negative pads crop
+    return {"CAM": cam_map, "Grad-CAM": grad_map, "occlusion": occ}
