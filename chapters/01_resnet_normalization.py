@@ -534,6 +534,41 @@ viz.show_cams(x_val[picked], cams, titles, ncols=10);
 # sleeves) are a few pixels wide at 28x28 and span one or two cells of the 7x7 map. Remember that the
 # map shows where evidence *for the true class* is, not why the wrong class won.
 #
+# ## Claims tested in this chapter
+#
+# Each claim of the source reports that this chapter tests, with what we measured and a verdict
+# (the book's reproduction page collects these lines from every chapter). The noise of a difference is
+# the larger of the two seed-to-seed standard deviations; the batch-size runs have one seed each, so
+# their noise is estimated by BN's seed spread from section 4.
+
+# %%
+from course_utils.results import Claim, judge, save_claims
+
+acc = {v: (s.loc[v, "val_acc_mean"] * 100, s.loc[v, "val_acc_std"] * 100) for v in s.index}
+n_seeds = len(vcfg["seeds"])
+gap, gap_noise = acc["torch BN"][0] - acc["BN"][0], max(acc["torch BN"][1], acc["BN"][1])
+weakest_gain = acc[worst][0] - acc["NN"][0]
+bn_noise = acc["BN"][1]
+bn_change, gn_change = (bs[f"{n} b{small}"] - bs[f"{n} b{large}"] for n in ("BN", "GN"))
+c03 = ("confirmed" if bn_change < -bn_noise and abs(gn_change) <= bn_noise
+       else "inside the noise" if abs(bn_change) <= bn_noise else "not reproduced")
+claims = [
+    Claim("C01", "the from-scratch BN trains the same as nn.BatchNorm2d",
+          measured=f"val acc {acc['BN'][0]:.2f} ± {acc['BN'][1]:.2f} (ours) vs {acc['torch BN'][0]:.2f} ± "
+                   f"{acc['torch BN'][1]:.2f} (torch), gap {gap:+.2f}, {n_seeds} seeds",
+          verdict=judge(gap, gap_noise, expected="none")),
+    Claim("C02", "any normalization trains better than none",
+          measured=f"no norm {acc['NN'][0]:.2f} ± {acc['NN'][1]:.2f} ({stuck} of {len(nn_runs)} seeds at chance) "
+                   f"vs weakest norm {worst} {acc[worst][0]:.2f} ± {acc[worst][1]:.2f}, {n_seeds} seeds",
+          verdict=judge(weakest_gain, max(acc["NN"][1], acc[worst][1]))),
+    Claim("C03", f"GN is insensitive to the batch size while BN degrades at batch {small} vs {large}",
+          measured=f"batch {small} minus batch {large}: BN {bn_change:+.2f}, GN {gn_change:+.2f} val acc "
+                   f"(1 seed; noise ≈ {bn_noise:.2f})", verdict=c03,
+          note="28x28 images keep BN's statistics well estimated even at batch 8; see section 5."),
+]
+save_claims("01", claims);
+
+# %% [markdown]
 # ## Summary
 #
 # - ResNet(6n+2) is three stages of residual blocks; its layers, shapes and parameters follow from

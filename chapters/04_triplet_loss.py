@@ -425,6 +425,37 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 # classes with enough labels, a classifier trained with BCE is as good and simpler, and the table
 # above says whether the triplet term added anything here.
 #
+# ## Claims tested in this chapter
+#
+# The claims of the source report that this chapter tests, with what we measured and a verdict (the
+# book's reproduction page collects these lines from every chapter). The noise of a difference is the
+# larger of the two seed-to-seed standard deviations.
+
+# %%
+from course_utils.results import Claim, judge, save_claims
+
+def pct(part, col="test_acc"):
+    return s.loc[part, f"{col}_mean"] * 100, s.loc[part, f"{col}_std"] * 100
+
+n_seeds = len(cfg["seeds"])
+frozen = pct("1 frozen + linear")
+claims = [Claim("C17", "a linear head on frozen pretrained features separates the two classes well",
+                measured=f"test acc {frozen[0]:.2f} ± {frozen[1]:.2f} (chance 50), {n_seeds} seeds",
+                verdict="confirmed" if frozen[0] - 50 > 3 * max(frozen[1], 0.5) else "not reproduced")]
+c18 = []
+for part in ("2 triplets (random)", "3 triplet + BCE"):
+    m = pct(part)
+    c18.append((part, m, m[0] - frozen[0], max(m[1], frozen[1])))
+verdicts = [judge(d, noise) for _, _, d, noise in c18]
+claims.append(Claim(
+    "C18", "triplet-loss embeddings, and triplet + BCE, improve on the frozen-feature head",
+    measured="; ".join(f"{p}: {m[0]:.2f} ± {m[1]:.2f} ({d:+.2f} vs frozen)" for p, m, d, _ in c18)
+             + f", {n_seeds} seeds",
+    verdict=verdicts[0] if len(set(verdicts)) == 1 else "inside the noise",
+    note="with random triplets; batch-hard mining collapsed the embedding here (see the table)."))
+save_claims("04", claims);
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **Compute a loss by hand.** For $a = (0, 0)$, $p = (0, 1)$, $n = (3, 0)$ and margin 1, what is
