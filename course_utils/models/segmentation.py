@@ -38,22 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils.models.vgg import ACTIVATIONS, ActArg, make_act  # one activation table for all models
 from course_utils.norms import make_norm
 
 NormArg = str | Callable[[int], nn.Module]
-ActArg = str | Callable[[], nn.Module]
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
-
-
-def make_act(act: ActArg) -> nn.Module:
-    """An activation module from a name in ``ACTIVATIONS`` or a callable ``() -> nn.Module``."""
-    if isinstance(act, str):
-        if act not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation {act!r}; choose one of {sorted(ACTIVATIONS)} or pass a callable")
-        return ACTIVATIONS[act]()
-    if not callable(act):
-        raise TypeError(f"act must be a name or a callable, got {type(act).__name__}")
-    return act()
 
 
 def _check_positive(**values: float) -> None:
