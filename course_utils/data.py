@@ -242,5 +242,18 @@ def main() -> None:
     print(describe_fashion_mnist_source())
 
 
+_COMPOSITES = {"FashionDigits": "course_utils.composite", "FashionCanvas": "course_utils.canvas"}
+
+
+def __getattr__(name: str):
+    """The composite data sets (``data.FashionDigits`` of chapter 7, ``data.FashionCanvas`` of chapter 6) live
+    in their own modules, which import this one; they are reachable from here too, imported on first use."""
+    if name in _COMPOSITES:
+        import importlib
+
+        return getattr(importlib.import_module(_COMPOSITES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 if __name__ == "__main__":
     main()

@@ -115,3 +115,11 @@ def test_stratified_subset_and_split():
         data.stratified_subset(y, 21)
     tr, va = data.train_val_split(100, 0.2, seed=0)
     assert len(va) == 20 and len(tr) == 80 and not set(tr.tolist()) & set(va.tolist())
+
+
+def test_composite_data_sets_are_reachable_from_data():
+    from course_utils import canvas, composite, data
+
+    assert data.FashionDigits is composite.FashionDigits and data.FashionCanvas is canvas.FashionCanvas
+    with pytest.raises(AttributeError, match="no attribute 'FashionPixels'"):
+        data.FashionPixels  # noqa: B018
