@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import json
 import math
 import time
@@ -95,6 +96,10 @@ def _train_in_processes(tasks, train_fn, cache: Path, workers: int) -> None:
     errors = cache / f".errors-{os.getpid()}"
 
     def work():  # runs in a child: forked, so train_fn and the data need no pickling
+        # Python-level output of a forked child must not reach the parent's stream objects: in a Jupyter
+        # kernel they share the parent's message sockets, and a child writing to them can leave the
+        # kernel's client waiting forever. Errors still come back, through the errors file.
+        sys.stdout = sys.stderr = open(os.devnull, "w")
         try:
             import torch
 
