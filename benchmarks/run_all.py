@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHES = ["bench_fit", "bench_loader", "bench_flops", "bench_time_to_accuracy", "bench_deform"]
+BENCHES = ["bench_fit", "bench_loader", "bench_flops", "bench_time_to_accuracy", "bench_deform", "bench_grid_workers"]
 # time-to-accuracy twice: a short schedule for the time to 92.4%, a longer one for the 10-minute accuracy
 ARGS = {"bench_time_to_accuracy": [["--epochs", "4"], ["--epochs", "8"]]}
 
