@@ -9,6 +9,9 @@ Distill 2019, eq. 1-2)::
 
 A residual shortcut adds a path that sees *less* of the input, so the receptive field of a residual
 network is the one of its longest (all-convolutions) path, which is what the formula gives.
+
+The arithmetic is ``course_utils.interpret.receptive``'s (``layer_field``, ``Field.then``, with dilation
+and padding); this module lists it layer by layer in the order a forward pass runs, as a table.
 """
 
 from __future__ import annotations
@@ -19,15 +22,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from course_utils.interpret.receptive import IDENTITY, layer_field
+
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-
-
-def _pair(v) -> int:
-    if isinstance(v, tuple):
-        if len(set(v)) != 1:
-            raise ValueError(f"only square kernels and strides are supported, got {v}")
-        return v[0]
-    return v
 
 
 def receptive_field_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
@@ -35,7 +32,7 @@ def receptive_field_table(model: nn.Module, input_shape: Sequence[int]) -> pd.Da
     ``kernel``, ``stride``, ``output size``, ``jump`` and ``receptive field`` (pixels of the input).
 
     The order comes from hooks on one zero batch of ``input_shape`` ``(B, C, H, W)``, so branches and
-    residual shortcuts are covered as they run. Dilated convs are not supported (an error says so).
+    residual shortcuts are covered as they run. ``kernel`` is a dilated conv's span, ``d (k - 1) + 1``.
     """
     order, handles = [], []
     for name, m in model.named_modules():
@@ -51,14 +48,15 @@ def receptive_field_table(model: nn.Module, input_shape: Sequence[int]) -> pd.Da
         for h in handles:
             h.remove()
         model.train(was_training)
-    r, j, rows = 1, 1, []
+    field, rows = IDENTITY, []
     for name, m, size in order:
-        if _pair(getattr(m, "dilation", 1)) != 1:
-            raise ValueError(f"{name} is dilated; the formula here assumes dilation 1")
-        k, s = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
-        r, j = r + (k - 1) * j, j * s
-        rows.append({"layer": name, "type": type(m).__name__, "kernel": k, "stride": s, "output size": size,
-                     "jump": j, "receptive field": r})
+        own = layer_field(m)
+        if len(set(own.size)) != 1 or len(set(own.jump)) != 1:
+            raise ValueError(f"{name} is not square (kernel {m.kernel_size}, stride {m.stride}); the table lists one "
+                             f"side per layer")
+        field = field.then(own)
+        rows.append({"layer": name, "type": type(m).__name__, "kernel": own.size[0], "stride": own.jump[0],
+                     "output size": size, "jump": field.jump[0], "receptive field": field.size[0]})
     return pd.DataFrame(rows)
 
 

@@ -41,9 +41,12 @@ def test_vggresnet_receptive_fields():
 
 
 def test_errors_and_mode_restored():
-    model = nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2)).train()
-    with pytest.raises(ValueError, match="dilat"):
-        receptive_field_table(model, (1, 1, 16, 16))
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2), nn.Conv2d(1, 1, 3, dilation=3)).train()
+    table = receptive_field_table(model, (1, 1, 16, 16))  # dilated: spans 5 and 7, field 5 + 6 = 11
+    assert table["kernel"].tolist() == [5, 7] and table["receptive field"].tolist() == [5, 11]
+    assert gradient_support(model, (1, 1, 32, 32)) == 11
     assert model.training and not model[0]._forward_hooks
+    with pytest.raises(ValueError, match="not square"):
+        receptive_field_table(nn.Sequential(nn.Conv2d(1, 1, (3, 5))), (1, 1, 16, 16))
     with pytest.raises(ValueError, match="no Conv2d"):
         receptive_field(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), (1, 1, 2, 2))
