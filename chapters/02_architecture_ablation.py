@@ -889,8 +889,9 @@ speed_table.round({"images_per_s": 0, "seconds_per_epoch": 2, "relative to base"
 # read the ratios. With `workers` = 2 (the `cpu` profile) two runs share the machine, one thread
 # each, so these are images per second *per thread*. Read only the large ratios: two runs side by
 # side also compete for memory bandwidth, so a ratio can move by a fifth or more between executions.
-# In the `cpu` run, b = 64 ran at about 0.4 of the base's speed and a = 4 at about three quarters;
-# b = 16 and a = 1 ran faster, though by less than their savings in multiply-adds, because the fixed
+# In this execution b = 64 ran at about 0.3 of the base's speed and a = 4 at about half, close to what
+# the multiply-adds predict (a quarter and a half); in an earlier execution of the same code the two
+# ratios came out at 0.4 and 0.75. b = 16 and a = 1 ran faster, though by less than their savings in multiply-adds, because the fixed
 # costs per step (the stem at 28x28, the loader, the optimiser) do not shrink. **GELU** ran at about
 # two thirds of the speed of the same network with ReLU, although it adds no multiply-add: its
 # forward and backward are much more expensive element-wise functions than ReLU's comparison and
@@ -942,7 +943,7 @@ fig.tight_layout()
 # Runs stuck at chance are left out of the means here (the "− BN" point, if any seed trained, is the
 # mean of those seeds). The two families do not share training sets or budgets, so compare within a family.
 # Within VGG-ResNet, parameters buy nothing at this scale: b = 64 has four times the parameters and
-# takes two to three times as long per epoch as the base, for the same accuracy, and a = 1 or b = 16
+# takes several times as long per epoch as the base, for the same accuracy, and a = 1 or b = 16
 # lose at most about a point at a half or a quarter of the size. Many variants share the base's
 # 167,658 parameters and spread vertically at that one value; the rows far below the rest remove a
 # mechanism (activation, batch norm, convolutions in the last stage), not capacity.
