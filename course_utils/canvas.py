@@ -11,6 +11,11 @@ Where an item covers a pixel, the canvas pixel becomes the item's pixel and the 
 item's class + 1; everywhere else both keep what was there before. Label 0 is the background, so
 there are 11 classes (``SEGMENTATION_CLASSES``).
 
+Classes or groups. With ``groups`` (e.g. ``GARMENT_GROUPS``), the Fashion-MNIST classes are merged into
+named groups and an item's class is its group: the four upper-body garments (T-shirt/top, pullover,
+coat, shirt), which even a classifier of whole 28x28 images confuses most often, become one "top",
+the three shoes one "footwear". ``class_names`` lists the resulting pixel classes, background first.
+
 Imbalance by construction. Item classes are drawn with skewed frequencies (``DEFAULT_CLASS_FREQ``:
 Zipf-like, ``p ∝ 1 / rank^1.5``, so the most common class is ~32x as frequent as the rarest), and the
 background covers most pixels, so per-pixel classes are strongly imbalanced (``pixel_counts``).
@@ -23,7 +28,7 @@ pasted with one indexing operation, so 6,000 canvases take a few seconds on a CP
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Sequence
+from typing import Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +44,15 @@ FREQUENCY_ORDER = (0, 1, 7, 2, 8, 5, 3, 9, 4, 6)
 DEFAULT_CLASS_FREQ = tuple(
     1.0 / (1 + FREQUENCY_ORDER.index(c)) ** 1.5 for c in range(len(FASHION_CLASSES))
 )
+
+# Fashion-MNIST classes merged into five garment groups, most frequent first (the default frequencies
+# of groups follow this order: 1 / rank^1.5).
+GARMENT_GROUPS = {"top": (0, 2, 4, 6), "footwear": (5, 7, 9), "dress": (3,), "bag": (8,), "trouser": (1,)}
+
+
+def zipf_frequencies(n: int, exponent: float = 1.5) -> tuple[float, ...]:
+    """``1 / rank^exponent`` for ranks 1..n: the default relative frequencies of ``n`` groups."""
+    return tuple(1.0 / (1 + i) ** exponent for i in range(n))
 
 
 @contextmanager
@@ -60,14 +74,14 @@ class ItemLayout(NamedTuple):
     """Where each item went; every field is ``(n, max_items)`` int64, -1 in the slots of absent items."""
 
     source: torch.Tensor  # index of the source image
-    cls: torch.Tensor  # Fashion-MNIST class 0..9 (the pixel label is cls + 1)
+    cls: torch.Tensor  # item class: Fashion-MNIST class 0..9, or group index (the pixel label is cls + 1)
     top: torch.Tensor  # row of the item's top-left corner on the canvas
     left: torch.Tensor  # column of the item's top-left corner
     size: torch.Tensor  # side length of the resized item, in pixels
 
 
 class CanvasBatch(NamedTuple):
-    """``images`` ``(n, 1, S, S)`` float32 in [0, 1], ``masks`` ``(n, S, S)`` int64 in 0..10, and the layout."""
+    """``images`` ``(n, 1, S, S)`` float32 in [0, 1], ``masks`` ``(n, S, S)`` int64 (0 = background), and the layout."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -83,13 +97,17 @@ class FashionCanvas:
         size: side length ``S`` of the square canvas.
         items: ``(min, max)`` number of items per canvas, drawn uniformly.
         item_size: ``(min, max)`` side length of a resized item in pixels, drawn uniformly (inclusive).
-        class_freq: relative frequency of each of the 10 classes (need not sum to 1); default ``DEFAULT_CLASS_FREQ``.
+        class_freq: relative frequency of each item class (need not sum to 1): 10 numbers, one per
+            Fashion-MNIST class (default ``DEFAULT_CLASS_FREQ``), or one per group with ``groups``
+            (default ``zipf_frequencies(len(groups))``).
         threshold: intensity above which a resized item's pixel counts as the item's (foreground).
+        groups: ``{name: Fashion-MNIST classes}``, e.g. ``GARMENT_GROUPS``: an item's class is its group's
+            index; classes in no group are never drawn.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, size: int = 64, items: tuple[int, int] = (1, 4),
                  item_size: tuple[int, int] = (20, 40), class_freq: Sequence[float] | None = None,
-                 threshold: float = 0.1):
+                 threshold: float = 0.1, groups: Mapping[str, Sequence[int]] | None = None):
         images = torch.as_tensor(images)
         if images.ndim == 4 and images.shape[1] == 1:
             images = images[:, 0]
@@ -105,24 +123,38 @@ class FashionCanvas:
             raise ValueError(f"item_size must be (min, max) with 1 <= min <= max <= size={size}, got {item_size}")
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-        num_classes = len(FASHION_CLASSES)
-        if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-            raise ValueError(f"labels must be in 0..{num_classes - 1}")
-        freq = torch.tensor(DEFAULT_CLASS_FREQ if class_freq is None else class_freq, dtype=torch.float64)
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(FASHION_CLASSES)):
+            raise ValueError(f"labels must be in 0..{len(FASHION_CLASSES) - 1}")
+        if groups is None:
+            names, default_freq = FASHION_CLASSES, DEFAULT_CLASS_FREQ
+        else:
+            labels, names = _group_labels(labels, groups), tuple(groups)  # -1: in no group, never drawn
+            default_freq = zipf_frequencies(len(names))
+        num_classes = len(names)
+        self.class_names = ("background",) + tuple(names)
+        what = "Fashion-MNIST class" if groups is None else "group"
+        freq = torch.tensor(default_freq if class_freq is None else class_freq, dtype=torch.float64)
         if freq.shape != (num_classes,) or (freq < 0).any() or freq.sum() <= 0:
-            raise ValueError(f"class_freq must be {num_classes} non-negative numbers, not all 0, got {class_freq}")
-        counts = torch.bincount(labels, minlength=num_classes)
-        missing = [c for c in range(num_classes) if freq[c] > 0 and counts[c] == 0]
+            raise ValueError(f"class_freq must be {num_classes} non-negative numbers (one per {what}), not all 0, "
+                             f"got {class_freq}")
+        counts = torch.bincount(labels[labels >= 0], minlength=num_classes)
+        missing = [names[c] for c in range(num_classes) if freq[c] > 0 and counts[c] == 0]
         if missing:
-            raise ValueError(f"classes {missing} have a non-zero frequency but no source image; give them "
+            raise ValueError(f"{missing} have a non-zero frequency but no source image; give them "
                              f"class_freq 0 or pass images of every class")
         self.images, self.labels = images, labels
         self.size, self.items, self.item_size, self.threshold = size, tuple(items), tuple(item_size), threshold
         self.class_freq = freq / freq.sum()
-        # Source images grouped by class: class c occupies _order[_start[c] : _start[c] + _count[c]].
+        # Source images grouped by class: class c occupies _order[_start[c] : _start[c] + _count[c]]
+        # (images in no group, label -1, sort first and are skipped).
         self._order = torch.argsort(labels, stable=True)
         self._count = counts
-        self._start = torch.cumsum(counts, 0) - counts
+        self._start = int((labels < 0).sum()) + torch.cumsum(counts, 0) - counts
+
+    @property
+    def num_classes(self) -> int:
+        """Pixel classes, background included: 11 without groups, ``len(groups) + 1`` with."""
+        return len(self.class_names)
 
     @classmethod
     def from_fashion_mnist(cls, split: str = "train", **kwargs) -> "FashionCanvas":
@@ -178,6 +210,21 @@ class FashionCanvas:
     def generate(self, n: int, seed: int = 0) -> CanvasBatch:
         """``n`` canvases, the same for the same ``seed`` (and the same source images and settings)."""
         return self.render(self.layout(n, seed))
+
+
+def _group_labels(labels: torch.Tensor, groups: Mapping[str, Sequence[int]]) -> torch.Tensor:
+    """Fashion-MNIST labels -> group index (-1 for classes in no group); checks that groups are disjoint."""
+    if not groups:
+        raise ValueError("groups must name at least one group, e.g. GARMENT_GROUPS")
+    lookup = torch.full((len(FASHION_CLASSES),), -1, dtype=torch.long)
+    for i, (name, members) in enumerate(groups.items()):
+        for c in members:
+            if not (isinstance(c, int) and 0 <= c < len(FASHION_CLASSES)):
+                raise ValueError(f"group {name!r}: {c!r} is not a Fashion-MNIST class 0..{len(FASHION_CLASSES) - 1}")
+            if lookup[c] >= 0:
+                raise ValueError(f"class {c} ({FASHION_CLASSES[c]}) is in two groups; groups must be disjoint")
+            lookup[c] = i
+    return lookup[labels]
 
 
 def pixel_counts(masks: torch.Tensor, num_classes: int = NUM_SEGMENTATION_CLASSES) -> torch.Tensor:

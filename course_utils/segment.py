@@ -54,17 +54,23 @@ def evaluate_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tens
 
 def train_segmenter(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, *, epochs: int, loss_fn: LossFn,
                     lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 32, seed: int = 0,
-                    watch: torch.Tensor | None = None, verbose: bool = False) -> SegmentationRun:
+                    watch: torch.Tensor | None = None, verbose: bool = False,
+                    channels_last: bool = True) -> SegmentationRun:
     """Train ``model`` on ``(N, C, H, W)`` images and ``(N, H, W)`` masks with Adam and a one-cycle schedule.
 
     Args:
         loss_fn: ``loss_fn(logits (B, K, H, W), masks (B, H, W)) -> scalar``.
         lr: the peak learning rate; the schedule warms up over the first 15% of the steps, then anneals.
         watch: ``(n, C, H, W)`` images whose predicted masks are kept after every epoch.
+        channels_last: convert the model and the batches to ``torch.channels_last`` (faster convolutions on a
+            CPU: 1.2x for the hourglass, measured; the results are the same up to float rounding).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    loader = TensorLoader(images, masks, batch_size, shuffle=True, drop_last=len(images) > batch_size, seed=seed)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = TensorLoader(images, masks, batch_size, shuffle=True, drop_last=len(images) > batch_size, seed=seed,
+                          channels_last=channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * len(loader)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps,

@@ -121,3 +121,39 @@ def test_class_freq_zero_excludes_a_class_and_errors_name_the_fix():
     with pytest.raises(ValueError, match="labels must be in 0..10"):
         pixel_counts(torch.tensor([0, 11]))
     assert pixel_counts(torch.tensor([[0, 2], [2, 10]])).tolist() == [1, 0, 2] + [0] * 7 + [1]
+
+
+def test_groups_merge_classes_into_one_label_each():
+    from course_utils.canvas import GARMENT_GROUPS, zipf_frequencies
+
+    x, y = _sources()
+    gen = FashionCanvas(x, y, size=48, item_size=(12, 30), groups=GARMENT_GROUPS)
+    assert gen.class_names == ("background", "top", "footwear", "dress", "bag", "trouser") and gen.num_classes == 6
+    batch = gen.generate(600, seed=0)
+    assert 0 <= batch.masks.min() and batch.masks.max() <= 5
+    items = batch.items
+    present = items.cls >= 0
+    # every item's group is the group of its source image's Fashion-MNIST class
+    for g, members in enumerate(GARMENT_GROUPS.values()):
+        src_classes = set(y[items.source[present & (items.cls == g)]].tolist())
+        assert src_classes and src_classes <= set(members)
+    drawn = torch.bincount(items.cls[present], minlength=5).double()
+    freq = torch.tensor(zipf_frequencies(5))
+    expected = freq / freq.sum() * drawn.sum()
+    assert (drawn - expected).abs().max() < 5 * expected.sqrt().max()
+    # a group of one class draws exactly the images of that class: the pixels equal the ungrouped canvases'
+    one = FashionCanvas(x, y, size=48, item_size=(12, 30), groups={"trouser": (1,)}).generate(20, seed=1)
+    assert set(y[one.items.source[one.items.source >= 0]].tolist()) == {1}
+    assert set(one.masks.unique().tolist()) <= {0, 1}
+
+
+def test_groups_errors_name_the_fix():
+    x, y = _sources()
+    with pytest.raises(ValueError, match="two groups"):
+        FashionCanvas(x, y, groups={"a": (0, 1), "b": (1,)})
+    with pytest.raises(ValueError, match="not a Fashion-MNIST class"):
+        FashionCanvas(x, y, groups={"a": (10,)})
+    with pytest.raises(ValueError, match="one per group"):
+        FashionCanvas(x, y, groups={"a": (0,), "b": (1,)}, class_freq=[1.0] * 10)
+    with pytest.raises(ValueError, match="at least one group"):
+        FashionCanvas(x, y, groups={})

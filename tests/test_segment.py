@@ -76,3 +76,18 @@ def test_pictures():
     fig2 = draw_hourglass(2, 3)
     assert fig2.axes
     plt.close("all")
+
+
+def test_train_segmenter_channels_last_gives_the_same_training():
+    images, masks = toy_data()
+    runs, models = [], []
+    for cl in (True, False):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+        runs.append(train_segmenter(model, images, masks, epochs=3, loss_fn=weighted_cross_entropy, batch_size=8,
+                                    channels_last=cl))
+        models.append(model)
+    assert models[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close([h["train_loss"] for h in runs[0].history], [h["train_loss"] for h in runs[1].history],
+                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(predict_proba(models[0], images), predict_proba(models[1], images), rtol=1e-3, atol=1e-4)
