@@ -933,14 +933,17 @@ from matplotlib.ticker import NullFormatter
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
 vgg = points[points.study.str.startswith("VGG")]
+labels_of = []  # the name labels of each panel
 for ax, xcol, xlabel in zip(axes, ("params", "seconds_per_epoch"), ("parameters", "seconds per epoch (as measured)")):
     for i, (study, group) in enumerate(points.groupby("study", sort=False)):
         ax.scatter(group[xcol], group["test_acc"] * 100, color=f"C{i}", marker="os"[i], label=study, s=18)
+    labels = []
     for name, r in vgg.iterrows():  # on the right, name only the points outside the crowd around the base
         outside = r["test_acc"] < vgg.loc[BASE, "test_acc"] - 0.02 or r[xcol] > 1.5 * vgg.loc[BASE, xcol]
         if xcol == "params" or outside:
-            ax.annotate(SHORT.get(name, name.replace("VGG-ResNet", "")), (r[xcol], r["test_acc"] * 100), fontsize=6,
-                        xytext=(3, 2), textcoords="offset points")
+            labels.append(ax.annotate(SHORT.get(name, name.replace("VGG-ResNet", "")), (r[xcol], r["test_acc"] * 100),
+                                      fontsize=6, xytext=(3, 2), textcoords="offset points"))
+    labels_of.append(labels)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel=xlabel)
@@ -948,6 +951,8 @@ for ax, xcol, xlabel in zip(axes, ("params", "seconds_per_epoch"), ("parameters"
 axes[0].set_ylabel("test accuracy (%)")
 axes[1].legend(fontsize=7, loc="center")
 fig.tight_layout()
+for ax, labels in zip(axes, labels_of):
+    viz.declutter_labels(ax, labels)  # move overlapping names down until they are free
 
 # %% [markdown]
 # Runs stuck at chance are left out of the means here (the "− BN" point, if any seed trained, is the

@@ -194,3 +194,25 @@ def plot_embeddings(panels: dict, labels, class_names: Sequence[str] | None = No
     axes[0, 0].legend(fontsize=7, markerscale=3, loc="best")
     fig.tight_layout()
     return fig
+
+
+def declutter_labels(ax, texts, step: float = 1.0, max_shift: float = 40.0) -> None:
+    """Move overlapping text labels of ``ax`` apart: from the highest label down, each label whose box
+    overlaps one already placed moves down by ``step`` points until it is free (at most ``max_shift``).
+
+    ``texts`` are ``ax.annotate(..., textcoords="offset points")`` annotations; only their offsets change,
+    so each still points at its data point.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    for text in sorted(texts, key=lambda t: -t.get_window_extent(renderer).y0):
+        dx, dy = text.xyann
+        shift = 0.0
+        while True:
+            box = text.get_window_extent(renderer).expanded(1.0, 1.05)
+            if not any(box.overlaps(other) for other in placed) or shift >= max_shift:
+                break
+            shift += step
+            text.xyann = (dx, dy - shift)
+        placed.append(text.get_window_extent(renderer))
