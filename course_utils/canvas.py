@@ -38,21 +38,20 @@ from course_utils.data import FASHION_CLASSES, load_fashion_mnist
 SEGMENTATION_CLASSES = ("background",) + FASHION_CLASSES
 NUM_SEGMENTATION_CLASSES = len(SEGMENTATION_CLASSES)  # 11
 
+def zipf_frequencies(n: int, exponent: float = 1.5) -> tuple[float, ...]:
+    """``1 / rank^exponent`` for ranks 1..n: relative frequencies, most frequent first."""
+    return tuple(1.0 / (1 + i) ** exponent for i in range(n))
+
+
 # Frequency rank of each Fashion-MNIST class (most common first) and its relative frequency 1 / rank^1.5.
 # The order mixes the look-alike tops (T-shirt, pullover, coat, shirt) between common and rare.
 FREQUENCY_ORDER = (0, 1, 7, 2, 8, 5, 3, 9, 4, 6)
-DEFAULT_CLASS_FREQ = tuple(
-    1.0 / (1 + FREQUENCY_ORDER.index(c)) ** 1.5 for c in range(len(FASHION_CLASSES))
-)
+DEFAULT_CLASS_FREQ = tuple(zipf_frequencies(len(FASHION_CLASSES))[FREQUENCY_ORDER.index(c)]
+                           for c in range(len(FASHION_CLASSES)))
 
 # Fashion-MNIST classes merged into five garment groups, most frequent first (the default frequencies
-# of groups follow this order: 1 / rank^1.5).
+# of groups are ``zipf_frequencies`` in this order).
 GARMENT_GROUPS = {"top": (0, 2, 4, 6), "footwear": (5, 7, 9), "dress": (3,), "bag": (8,), "trouser": (1,)}
-
-
-def zipf_frequencies(n: int, exponent: float = 1.5) -> tuple[float, ...]:
-    """``1 / rank^exponent`` for ranks 1..n: the default relative frequencies of ``n`` groups."""
-    return tuple(1.0 / (1 + i) ** exponent for i in range(n))
 
 
 @contextmanager
