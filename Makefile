@@ -34,7 +34,7 @@ data: $(STAMP)
 	$(PY) -m course_utils.data
 
 reproduction: $(STAMP)
-	$(PY) -m course_utils.results
+	$(PY) -m course_utils.reproduction
 
 book: $(STAMP) reproduction
 	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
@@ -54,7 +54,7 @@ test: $(STAMP) data
 execute: $(STAMP) data
 	@test -n "$(CH)" || (echo "usage: make execute CH=01 [PROFILE=cpu]"; exit 2)
 	$(PY) scripts/execute.py $(CH) --profile $(PROFILE)
-	$(PY) -m course_utils.results
+	$(PY) -m course_utils.reproduction
 
 sync: $(STAMP)
 	$(VENV)/bin/jupytext --sync chapters/*.ipynb

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torchvision import datasets, transforms
 
 from benchmarks.common import MEAN, STD, best_of, report, setup
-from course_utils.data import FASHION_FILES, _find_dir
-from course_utils.loader import Compose, RandomCrop, RandomHorizontalFlip, TensorLoader
+from course_utils.data import FASHION_FILES, find_fashion_mnist_dir
+from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
+from course_utils.loader import TensorLoader
 from course_utils.models import reference_resnet
 
 
@@ -23,7 +24,7 @@ def torchvision_dataset(root: Path) -> datasets.FashionMNIST:
     """torchvision's FashionMNIST over the same verified files, decompressed where it expects them."""
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    src = _find_dir("train")
+    src = find_fashion_mnist_dir("train")
     for name in FASHION_FILES["train"] + FASHION_FILES["test"]:  # torchvision checks that all four exist
         with gzip.open(src / name) as f, open(raw / name[:-3], "wb") as out:
             shutil.copyfileobj(f, out)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -54,13 +56,16 @@ import torch.nn.functional as F
 from torch import nn
 
 import course_utils
-from course_utils import data, experiments, metrics, norms, viz
+from course_utils import data, experiments, metrics, viz
 from course_utils.interpret import gradcam
 from course_utils.io import atomic_torch_save
-from course_utils.loader import Compose, RandomCrop, RandomHorizontalFlip, TensorLoader
+from course_utils.layers import norms
+from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
+from course_utils.loader import TensorLoader
 from course_utils.models import count_weighted_layers, resnet6n2
 from course_utils.summary import model_summary
-from course_utils.train import EarlyStopping, evaluate, train_classifier
+from course_utils.recipes import train_classifier
+from course_utils.train import EarlyStopping, evaluate
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -232,11 +237,11 @@ viz.plot_history(main_history, metrics=("loss", "acc", "micro_f1", "macro_f1"), 
 viz.plot_norm_axes();
 
 # %% [markdown]
-# The layers are in `course_utils/norms.py`, about 30 lines each. They take `num_channels` first, so
+# The layers are in `course_utils/layers/norms.py`, about 30 lines each. They take `num_channels` first, so
 # any of them can be passed to `resnet6n2(norm=...)` by name or as a callable such as
 # `partial(norms.GroupNorm, num_groups=4)`. The checked cell compares each with its PyTorch
 # counterpart on the same random input (forward pass, and for BN both training and evaluation mode
-# after three updates of the running statistics). `tests/test_norms.py` also compares gradients.
+# after three updates of the running statistics). `tests/layers/test_norms.py` also compares gradients.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -542,7 +547,7 @@ viz.show_cams(x_val[picked], cams, titles, ncols=10);
 # their noise is estimated by BN's seed spread from section 4.
 
 # %%
-from course_utils.results import Claim, judge, save_claims
+from course_utils.claims import Claim, judge, save_claims
 
 acc = {v: (s.loc[v, "val_acc_mean"] * 100, s.loc[v, "val_acc_std"] * 100) for v in s.index}
 n_seeds = len(vcfg["seeds"])
@@ -602,7 +607,7 @@ print("weighted layers:", count_weighted_layers(m3))
 
 
 # %% tags=["solution", "hide-input"]
-# Solution 2: a pixel-wise norm in the style of course_utils.norms (no batch statistics at all).
+# Solution 2: a pixel-wise norm in the style of course_utils.layers.norms (no batch statistics at all).
 class PixelNorm2d(nn.Module):
     def __init__(self, num_channels: int, eps: float = 1e-5):
         super().__init__()

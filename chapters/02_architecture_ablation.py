@@ -64,14 +64,17 @@ from torch import nn
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
+from course_utils.claims import Claim, judge, save_claims
+from course_utils.features import pooled_features
+from course_utils.interpret.receptive import receptive_field_table
 from course_utils.io import atomic_torch_save
-from course_utils.loader import Compose, RandomAffine, RandomCrop, RandomHorizontalFlip, TensorLoader
-from course_utils.mixup import MixupLoader, mixup_batch, soft_target_cross_entropy
+from course_utils.augment import Compose, RandomAffine, RandomCrop, RandomHorizontalFlip, mixup_batch
+from course_utils.loader import MixupLoader, TensorLoader
+from course_utils.losses import soft_target_cross_entropy
 from course_utils.models import SimpleCNN, VGGResNet
-from course_utils.receptive import receptive_field_table
-from course_utils.results import Claim, judge, save_claims
-from course_utils.summary import model_summary
-from course_utils.train import DivergenceError, evaluate, fit, sgd_one_cycle
+from course_utils.summary import count_parameters, model_summary
+from course_utils.optim import OPTIMIZERS
+from course_utils.train import DivergenceError, evaluate, fit
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -146,8 +149,8 @@ cfg
 # where a block changes the shape, the shortcut $x$ is subsampled and zero-padded (ResNet's
 # parameter-free option A). On 28x28 images we use two stages (14x14, then 7x7), then global average
 # pooling and a linear layer. The table below follows the receptive field through both versions of
-# VGG-ResNet(2, 32): it is computed from the kernels and strides (`course_utils.receptive`, checked
-# in `tests/` against the input pixels that get a gradient).
+# VGG-ResNet(2, 32): it is computed from the kernels and strides (`course_utils.interpret.receptive`,
+# checked in `tests/` against the input pixels that get a gradient).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -199,7 +202,7 @@ fig.tight_layout()
 # 4 heads and an MLP mix them (ViT-style {cite}`dosovitskiy2021vit`). Two rows are not in the source's
 # table: the transformer variant (which the source proposes as a design choice) and the max-pool
 # network without skips (a VGG-style network; section 4 needs it). The
-# parameter counts follow from the layout by hand (`tests/test_vgg.py` checks them against formulas):
+# parameter counts follow from the layout by hand (`tests/models/test_vgg.py` checks them against formulas):
 # a 3x3 conv from $C_{in}$ to $C_{out}$ channels has $9 C_{in} C_{out}$ weights, each BN $2C$, and the
 # head $2b \cdot 10 + 10$ (two stages end with $2b$ channels).
 
@@ -251,7 +254,6 @@ def build(config):
 
 MODEL_KEYS = {"vggresnet": ("blocks", "width", "downsample", "skip", "norm", "act", "feature_block"),
               "simple": ("conv_channels", "fc_features", "kernel_size", "pool_every", "conv_stride")}
-count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -260,7 +262,7 @@ probe = torch.zeros(2, 1, 28, 28)
 rows = []
 for name, config in ABLATION.items():
     model = build(config).eval()
-    rows.append({"variant": name, "params": count(model),
+    rows.append({"variant": name, "params": count_parameters(model),
                  "features": tuple(model.forward_features(probe).shape), "logits": tuple(model(probe).shape)})
 sizes = pd.DataFrame(rows).set_index("variant")
 print(sizes.to_string())
@@ -345,14 +347,6 @@ def loader(images, labels, batch_size=1000, **kwargs):
     return TensorLoader(images, labels, batch_size, channels_last=True, **NORMALIZE, **kwargs)
 
 
-def penultimate(model, images):
-    """The features the linear head sees, ``(N, num_features)``, in evaluation mode."""
-    model.eval()
-    with torch.no_grad():
-        return torch.cat([model.forward_head(model.forward_features(x), pre_logits=True)
-                          for x, _ in loader(images, torch.zeros(len(images)))])
-
-
 class Snapshot:
     """Iterate like ``loader``, but call ``fn()`` once, before batch number ``step`` of the first epoch; ``model`` is
     put back in training mode afterwards, as ``fn`` may evaluate it."""
@@ -376,13 +370,6 @@ class Snapshot:
             yield batch
 
 
-def make_optimizer(model, config, steps):
-    if config["opt"] == "sgd":
-        return sgd_one_cycle(model, config["lr"], steps)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])  # constant rate: the boilerplate's choice
-    return optimizer, None
-
-
 def train_run(config, seed):
     """Train one model on ``config`` with ``seed``; return accuracies, curves, size and speed."""
     course_utils.runtime.seed_everything(seed)
@@ -395,14 +382,15 @@ def train_run(config, seed):
     if config.get("mixup_alpha"):
         train, loss_fn, fit_metrics = MixupLoader(train, 10, config["mixup_alpha"], seed), soft_target_cross_entropy, {}
     epochs = config["epochs"]
-    optimizer, scheduler = make_optimizer(model, config, epochs * len(train))
+    optimizer, scheduler = OPTIMIZERS[config["opt"]](model, config["lr"], epochs * len(train))  # "adam": constant rate
     val = loader(x_val, y_val) if config["curves"] else None
     keep = config.get("keep_features") and seed == config["first_seed"]
     features = {}
+    tsne_images = loader(x_test[tsne_idx], y_test[tsne_idx])
     if keep:  # the penultimate features at initialisation, early in training and at the end
-        features["init"] = penultimate(model, x_test[tsne_idx])
+        features["init"] = pooled_features(model, tsne_images)
         early = max(1, len(train) // 20)
-        snap = lambda: features.setdefault(f"after {early} steps", penultimate(model, x_test[tsne_idx]))  # noqa: E731
+        snap = lambda: features.setdefault(f"after {early} steps", pooled_features(model, tsne_images))  # noqa: E731
         train = Snapshot(train, early, snap, model)
     diverged, h = False, None
     try:
@@ -411,14 +399,14 @@ def train_run(config, seed):
     except DivergenceError:
         diverged = True
     if keep:
-        features["end"] = penultimate(model, x_test[tsne_idx])
+        features["end"] = pooled_features(model, tsne_images)
         atomic_torch_save(features, RUNS / f"features-{config['tag']}-s{seed}.pt")
     ev_test = evaluate(model, loader(x_test, y_test))
     ev_train = evaluate(model, loader(x_tr[:1000], y_tr[:1000]))
     cm = metrics.confusion_matrix(ev_test.preds, ev_test.targets, 10).double()
     return {"train_acc": metrics.accuracy(ev_train.preds, ev_train.targets),
             "test_acc": metrics.accuracy(ev_test.preds, ev_test.targets),
-            "per_class_acc": (cm.diag() / cm.sum(1)).tolist(), "params": count(model), "diverged": diverged,
+            "per_class_acc": (cm.diag() / cm.sum(1)).tolist(), "params": count_parameters(model), "diverged": diverged,
             "seconds_per_epoch": float(np.mean(h["seconds"])) if not diverged else float("nan"),
             "images_per_s": float(np.median(h["images_per_s"])) if not diverged else float("nan"),
             "curve_train_acc": h["train_acc"] if not diverged and fit_metrics is None else [],
@@ -631,7 +619,7 @@ for knob, rows in KNOBS.items():
     print(f"{knob}:")
     for label, name in rows.items():
         m = build(simple_configs[name])
-        print(f"  {label:<22} params {count(m):>9,}  conv map {m.feature_shape}  "
+        print(f"  {label:<22} params {count_parameters(m):>9,}  conv map {m.feature_shape}  "
               f"pools {sum(isinstance(l, nn.MaxPool2d) for l in m.features)}  fc layers "
               f"{sum(isinstance(l, nn.Linear) for l in m.classifier)}")
 
@@ -1123,7 +1111,7 @@ for a, c in ((4, "stride"), (1, "maxpool")):
 b = 64
 by_hand = (9 * b + 2 * b) + 2 * (2 * 9 * b * b + 4 * b) + (9 * b * 2 * b + 9 * 4 * b * b + 8 * b) \
     + (2 * 9 * 4 * b * b + 8 * b) + (2 * b * 10 + 10)
-print(f"VGG-ResNet(2, 64): by hand {by_hand:,}, counted {count(VGGResNet(2, 64)):,}")
+print(f"VGG-ResNet(2, 64): by hand {by_hand:,}, counted {count_parameters(VGGResNet(2, 64)):,}")
 
 # %% tags=["solution", "hide-input"]
 # Solution 3: logistic regression on the pixels of the section-3 training subset, and the max-pool network

@@ -36,7 +36,7 @@
 #
 # The experiments follow a course assignment that compared a regular and a deformable CNN, and then
 # trained a classifier of (original, changed) image pairs with seven labels. Here both run on
-# Fashion-MNIST with distortions made by `course_utils.distort`.
+# Fashion-MNIST with distortions made by `course_utils.datasets.pairs`.
 
 # %%
 import importlib.util
@@ -64,13 +64,15 @@ from torchvision.ops import deform_conv2d
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
-from course_utils.distort import PAIR_CHANGES, PAIR_LABELS, distort, make_pairs
+from course_utils.claims import Claim, judge, save_claims
+from course_utils.datasets.pairs import PAIR_CHANGES, PAIR_LABELS, distort, make_pairs
 from course_utils.io import atomic_torch_save
 from course_utils.loader import TensorLoader
-from course_utils.models import DeformConv2d, PairClassifier, TwoBlockCNN
-from course_utils.ops import bilinear_sample, deform_conv2d_reference
-from course_utils.results import Claim, judge, save_claims
-from course_utils.train import evaluate, fit, sgd_one_cycle
+from course_utils.layers.deform import DeformConv2d, bilinear_sample, deform_conv2d_reference
+from course_utils.models import PairClassifier, TwoBlockCNN
+from course_utils.summary import count_parameters
+from course_utils.optim import OPTIMIZERS
+from course_utils.train import evaluate, fit
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -126,7 +128,7 @@ cfg
 # sigmoid into modulation scalars $m_k \in (0, 1)$: $y(p) = \sum_k w_k m_k x(p + p_k + \Delta p_k)$,
 # so a kernel point can also *fade out* a sample.
 #
-# In `course_utils.models.DeformConv2d` the offset convolution starts with zero weights and bias:
+# In `course_utils.layers.deform.DeformConv2d` the offset convolution starts with zero weights and bias:
 # an untrained deformable layer reads the regular grid and *is* a regular convolution, and offsets
 # grow only where the gradient asks for them.
 #
@@ -181,7 +183,7 @@ cfg
 #
 # ## 2. Written from scratch, checked against torchvision
 #
-# `course_utils.ops.deform_conv2d_reference` does it in three steps, with no loop over pixels:
+# `course_utils.layers.deform.deform_conv2d_reference` does it in three steps, with no loop over pixels:
 # compute every sampling point (the grid plus the offsets), read the input there with four `gather`s
 # (the bilinear interpolation above, "deformable im2col"), and multiply the result by the weights as
 # one matrix product. It takes the same arguments and tensor layouts as
@@ -211,7 +213,7 @@ print("zero offsets equal F.conv2d:", torch.allclose(
     torch.nn.functional.conv2d(x, w, b, stride=2, padding=1)))
 
 # %% [markdown]
-# `tests/test_ops.py` repeats this for several kernel sizes, strides, paddings, dilations, offset
+# `tests/layers/test_deform.py` repeats this for several kernel sizes, strides, paddings, dilations, offset
 # groups and weight groups. Bilinear sampling on a small example you can check by hand: the point
 # (0.5, 1.25) lies between rows 0 and 1 (half-way) and columns 1 and 2 (a quarter of the way).
 
@@ -268,7 +270,7 @@ for k, t in times.items():
 # ## 3. Regular vs deformable CNN on distorted images
 #
 # **The data.** Each Fashion-MNIST image is rotated, scaled and moved at random by one affine warp
-# (`course_utils.distort.Distortion`): at strength $s$, rotation up to $\pm 25 s$ degrees,
+# (`course_utils.datasets.pairs.Distortion`): at strength $s$, rotation up to $\pm 25 s$ degrees,
 # magnification between $2^{-0.25 s}$ and $2^{0.25 s}$, and a shift of up to $10 s$ % of the
 # image on each axis. The models train on strength 1 and are tested on clean images (strength 0),
 # on the training distribution (strength 1) and on stronger distortions (strength 1.5). Every set is
@@ -306,11 +308,11 @@ viz.show_images(show, [k.split()[0] if i % 8 == 0 else "" for k in cnn_tests for
 
 # %%
 # NBVAL_CHECK_OUTPUT
-count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
 regular, deformable = TwoBlockCNN(), TwoBlockCNN(deformable=True)
-print(f"TwoBlockCNN regular:    {count(regular):,} parameters")
-print(f"TwoBlockCNN deformable: {count(deformable):,} parameters "
-      f"(offset convs: {count(deformable.block1[0].offset_conv):,} + {count(deformable.block2[0].offset_conv):,})")
+print(f"TwoBlockCNN regular:    {count_parameters(regular):,} parameters")
+print(f"TwoBlockCNN deformable: {count_parameters(deformable):,} parameters "
+      f"(offset convs: {count_parameters(deformable.block1[0].offset_conv):,} + "
+      f"{count_parameters(deformable.block2[0].offset_conv):,})")
 deformable.load_state_dict(regular.state_dict(), strict=False)  # same weights, offset convs still zero
 probe = torch.randn(4, 1, 28, 28)
 print("at initialisation the deformable CNN equals the regular one:",
@@ -328,17 +330,10 @@ NORMALIZE = dict(mean=data.FASHION_MEAN, std=data.FASHION_STD)
 RUNS = experiments.runs_dir("ch03")
 
 
-def optimizer_for(model, steps):
-    """SGD + one-cycle (cpu, smoke) or constant-rate Adam (gpu, as in the assignment)."""
-    if cfg["optim"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg["lr"]), None
-    return sgd_one_cycle(model, cfg["lr"], steps)
-
-
 def train(model, train_data, val_data, epochs, seed):
     loader = TensorLoader(*train_data, cfg["batch"], shuffle=True, drop_last=True, seed=seed, **NORMALIZE)
     val = TensorLoader(*val_data, 1000, **NORMALIZE) if val_data is not None else None
-    opt, sched = optimizer_for(model, epochs * len(loader))
+    opt, sched = OPTIMIZERS[cfg["optim"]](model, cfg["lr"], epochs * len(loader))  # SGD one-cycle or constant Adam
     return fit(model.to(rt.device), loader, val, epochs=epochs, optimizer=opt, scheduler=sched, verbose=False)
 
 
@@ -507,8 +502,8 @@ viz.show_images(pair_train[0][first].transpose(0, 1).reshape(14, 1, 28, 28),
 # NBVAL_CHECK_OUTPUT
 WIDTHS = (16, 32, 64)
 pc, pc_def = PairClassifier(widths=WIDTHS), PairClassifier(widths=WIDTHS, deformable_last_stage=True)
-print(f"PairClassifier:                    {count(pc):,} parameters")
-print(f"PairClassifier, deformable stage 3: {count(pc_def):,} parameters")
+print(f"PairClassifier:                    {count_parameters(pc):,} parameters")
+print(f"PairClassifier, deformable stage 3: {count_parameters(pc_def):,} parameters")
 for name in ("stage1", "stage2", "stage3"):
     sc = getattr(pc, name)[0].shortcut
     print(f"{name} shortcut:", "identity" if isinstance(sc, nn.Identity) else
@@ -696,8 +691,9 @@ save_claims("03", claims);
 print("1.", bilinear_sample(img, torch.tensor([[[0.25, -1.0]]]), torch.tensor([[[0.5, 1.0]]])).flatten().tolist())
 for modulated in (False, True):
     layer = DeformConv2d(64, 128, 3, modulated=modulated)
-    n_off = count(layer.offset_conv)
-    print(f"2. modulated={modulated}: offset conv {n_off:,} of {count(layer):,} parameters ({n_off / count(layer):.0%})")
+    n_off = count_parameters(layer.offset_conv)
+    n_all = count_parameters(layer)
+    print(f"2. modulated={modulated}: offset conv {n_off:,} of {n_all:,} parameters ({n_off / n_all:.0%})")
 course_utils.runtime.seed_everything(0)
 layer = DeformConv2d(8, 8, 3, padding=1)
 conv = nn.Conv2d(8, 8, 3, padding=1)

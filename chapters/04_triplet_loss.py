@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -55,12 +57,17 @@ from torch import nn
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
+from course_utils.features import predict
 from course_utils.io import atomic_torch_save
-from course_utils.loader import Compose, RandomCrop, RandomHorizontalFlip, TensorLoader
+from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
+from course_utils.loader import TensorLoader
 from course_utils.losses import batch_hard_triplet_loss, sample_triplets, triplet_loss
 from course_utils.models import EmbeddingClassifier, EmbeddingNet, PooledFeatures, TripletNet, resnet6n2
+from course_utils.summary import count_parameters
 from course_utils.pretrain import pretrained_backbone
-from course_utils.train import fit, predict, sgd_one_cycle, train_classifier
+from course_utils.optim import sgd_one_cycle
+from course_utils.recipes import train_classifier
+from course_utils.train import fit
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -220,9 +227,8 @@ print("backbone", "loaded from" if cached else "trained and saved to", path.name
 # %%
 # NBVAL_CHECK_OUTPUT
 probe = EmbeddingClassifier(EmbeddingNet(build_backbone(), feature_dim=64, embed_dim=32), 32).eval()
-count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-print(f"backbone (ResNet-14 with its 8-class layer): {count(probe.embed.backbone):,} parameters")
-print(f"projection 64 -> 32: {count(probe.embed.proj):,} | binary head 32 -> 1: {count(probe.head):,}")
+print(f"backbone (ResNet-14 with its 8-class layer): {count_parameters(probe.embed.backbone):,} parameters")
+print(f"projection 64 -> 32: {count_parameters(probe.embed.proj):,} | binary head 32 -> 1: {count_parameters(probe.head):,}")
 print("2 triplets -> TripletNet ->", tuple(TripletNet(probe.embed)(torch.zeros(2, 3, 28, 28)).shape),
       "| 2 images -> EmbeddingClassifier ->", tuple(probe(torch.zeros(2, 1, 28, 28)).shape), "(logit + embedding)")
 
@@ -230,10 +236,6 @@ print("2 triplets -> TripletNet ->", tuple(TripletNet(probe.embed)(torch.zeros(2
 # %%
 def bce(logit, y):
     return F.binary_cross_entropy_with_logits(logit[:, 0], y.float())
-
-
-def embeddings_of(net, images):
-    return predict(net, TensorLoader(images, torch.zeros(len(images)), 500, **NORMALIZE))
 
 
 def fit_head(features_train, features_test, seed):
@@ -281,7 +283,7 @@ def run_part(config, seed):
     curve = []
     if part == "1 frozen + linear":
         frozen = PooledFeatures(backbone)  # the pretrained backbone's 64 pooled features, never updated
-        f_train, f_test = embeddings_of(frozen, x_task), embeddings_of(frozen, x_test)
+        f_train, f_test = predict(frozen, x_task, **NORMALIZE), predict(frozen, x_test, **NORMALIZE)
     elif part.startswith("2"):
         if part.startswith("2 "):
             idx = sample_triplets(y_task, cfg["triplets"], seed=seed)  # (T, 3): a fixed triplet data set
@@ -292,7 +294,7 @@ def run_part(config, seed):
             soft = part == "2c triplets (batch-hard, soft)"
             curve = fine_tune(embed, x_task, y_task,
                               lambda z, y: batch_hard_triplet_loss(z, y, margin=margin, soft=soft), seed)
-        f_train, f_test = embeddings_of(embed, x_task), embeddings_of(embed, x_test)
+        f_train, f_test = predict(embed, x_task, **NORMALIZE), predict(embed, x_test, **NORMALIZE)
     else:
         model = EmbeddingClassifier(embed, 32)
         metric_term = {"3 triplet + BCE": in_batch_triplets,
@@ -300,7 +302,7 @@ def run_part(config, seed):
                        "plain classifier": lambda z, y: 0.0}[part]
         loss = lambda out, y: bce(out[:, :1], y) + metric_term(out[:, 1:], y)  # noqa: E731
         curve = fine_tune(model, x_task, y_task, loss, seed)
-        out_train, out_test = embeddings_of(model, x_task), embeddings_of(model, x_test)
+        out_train, out_test = predict(model, x_task, **NORMALIZE), predict(model, x_test, **NORMALIZE)
         f_train, f_test = out_train[:, 1:], out_test[:, 1:]
         train_acc, test_acc = metrics.accuracy(out_train[:, :1], y_task), metrics.accuracy(out_test[:, :1], y_test)
     if part.startswith(("1", "2")):
@@ -432,7 +434,7 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 # larger of the two seed-to-seed standard deviations.
 
 # %%
-from course_utils.results import Claim, judge, save_claims
+from course_utils.claims import Claim, judge, save_claims
 
 def pct(part, col="test_acc"):
     return s.loc[part, f"{col}_mean"] * 100, s.loc[part, f"{col}_std"] * 100

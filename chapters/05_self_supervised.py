@@ -61,16 +61,16 @@ import torch.nn.functional as F
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
-from course_utils.augment import TwoViews, byol_augment
+from course_utils.claims import Claim, judge, save_claims
+from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip, TwoViews, byol_augment
+from course_utils.features import KNNProbe, knn_accuracy, linear_probe, pooled_features, predict, recalibrate_batchnorm
 from course_utils.io import atomic_write_text
-from course_utils.loader import Compose, RandomCrop, RandomHorizontalFlip, TensorLoader
 from course_utils.models import BYOL, resnet6n2
-from course_utils.models.byol import byol_loss, byol_tau
+from course_utils.summary import count_parameters
+from course_utils.losses import byol_loss
+from course_utils.models.byol import byol_tau
 from course_utils.pretrain import checkpoint_path, pretrained_backbone
-from course_utils.results import Claim, judge, save_claims
-from course_utils.selfsup import (KNNProbe, adamw_warmup_cosine, knn_accuracy, linear_probe, pooled_features,
-                                  pretrain_byol, recalibrate_batchnorm)
-from course_utils.train import predict, train_classifier
+from course_utils.recipes import train_classifier
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -288,7 +288,7 @@ print(f"pre-training: {len(x_pre)} images | probe: {len(x_bank)} labelled + {len
 # setting. The projector and predictor are MLPs 64 → 512 → 128 with batch norm, as in the paper at a
 # smaller size. Both views of a batch go through each network together. AdamW with a short warm-up
 # and a cosine decay replaces the paper's LARS, which needs batches of thousands of images.
-# `pretrained_backbone` keeps the result on disk, keyed by the configuration, and `pretrain_byol`
+# `pretrained_backbone` keeps the result on disk, keyed by the configuration, and `train_byol`
 # writes a checkpoint after every epoch, so an interrupted run resumes where it stopped.
 
 # %%
@@ -303,10 +303,9 @@ def build_byol(predictor=True):
     return BYOL(build_backbone(), projector_dim=128, hidden_dim=512, predictor=predictor)
 
 
-count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
 demo = BYOL(resnet6n2(1, 5, norm="torch_bn"), projector_dim=128, hidden_dim=512)
-print(f"ResNet-8 backbone (without its 5-class layer): {count(demo.backbone) - count(demo.backbone.fc):,} parameters")
-print(f"projector 64 -> 512 -> 128: {count(demo.projector):,} | predictor 128 -> 512 -> 128: {count(demo.predictor):,}")
+print(f"ResNet-8 backbone (without its 5-class layer): {count_parameters(demo.backbone) - count_parameters(demo.backbone.fc):,} parameters")
+print(f"projector 64 -> 512 -> 128: {count_parameters(demo.projector):,} | predictor 128 -> 512 -> 128: {count_parameters(demo.predictor):,}")
 print(f"trained by gradients: {sum(p.numel() for p in demo.online_parameters()):,} | "
       f"target (EMA only): {sum(p.numel() for p in demo.target_parameters()):,} | "
       f"target requires grad: {any(p.requires_grad for p in demo.target_parameters())}")
@@ -322,12 +321,10 @@ def train_byol(model, config=byol_cfg, checkpoint=None, verbose=True):
     """BYOL on the pre-training images (no labels); returns the per-epoch history as a list of dicts."""
     course_utils.runtime.seed_everything(config["seed"])
     images = x_pre[data.stratified_subset(y_pre, config["per_class"], seed=0)]  # all of x_pre, or a balanced part
-    loader = TensorLoader(images, torch.zeros(len(images)), config["batch_size"], shuffle=True,
-                          augment=TwoViews(byol_augment(**config["augment"])), drop_last=True, seed=config["seed"],
-                          **NORMALIZE)
-    opt, sched = adamw_warmup_cosine(model.online_parameters(), config["lr"], config["epochs"] * len(loader))
-    h = pretrain_byol(model, loader, epochs=config["epochs"], optimizer=opt, scheduler=sched,
-                      base_tau=config["base_tau"], probe=probe, checkpoint=checkpoint, verbose=verbose)
+    h = course_utils.recipes.train_byol(model, images, epochs=config["epochs"], batch_size=config["batch_size"],
+                                      lr=config["lr"], augment=byol_augment(**config["augment"]),
+                                      base_tau=config["base_tau"], seed=config["seed"], probe=probe,
+                                      checkpoint=checkpoint, verbose=verbose, **NORMALIZE)
     return h.records
 
 
@@ -448,7 +445,7 @@ def downstream(config, seed):
                      batch_size=min(cfg["ft"]["batch_size"], n // 2), lr=cfg["ft"]["lr"], seed=seed,
                      augment=Compose([RandomCrop(2), RandomHorizontalFlip()]),
                      progress=False, verbose=False, **NORMALIZE)
-    logits = predict(model, TensorLoader(x_test, y_test, 500, **NORMALIZE))
+    logits = predict(model, x_test, **NORMALIZE)
     return {"test_acc": metrics.accuracy(logits, y_test)}
 
 

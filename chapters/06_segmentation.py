@@ -60,15 +60,18 @@ import torch.nn.functional as F
 
 import course_utils
 from course_utils import experiments, viz
-from course_utils.canvas import GARMENT_GROUPS, FashionCanvas, pixel_counts, zipf_frequencies
+from course_utils.datasets.canvas import GARMENT_GROUPS, FashionCanvas, pixel_counts, zipf_frequencies
+from course_utils.claims import Claim, judge, save_claims
 from course_utils.data import FASHION_CLASSES
+from course_utils.features import evaluate_segmenter
 from course_utils.io import atomic_torch_save
 from course_utils.losses import class_weights_from_frequencies, dice_loss, poly1_cross_entropy, weighted_cross_entropy
 from course_utils.metrics import (average_precision_per_class, iou_per_class, mean_average_precision, mean_iou,
                                   worst_group_ap)
-from course_utils.models.segmentation import DeepLabV3, FCN32s, Hourglass, UNet, count_parameters
-from course_utils.results import Claim, judge, save_claims
-from course_utils.segment import draw_hourglass, evaluate_segmenter, show_segmentations, train_segmenter
+from course_utils.models.segmentation import DeepLabV3, FCN32s, Hourglass, UNet
+from course_utils.summary import count_parameters
+from course_utils.recipes import train_segmenter
+from course_utils.viz import draw_hourglass, show_segmentations
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -314,7 +317,7 @@ def run_variant(config, seed):
     te = evaluate_segmenter(model, test.images, test.masks)
     return {"train_mAP": tr["mAP"], "test_mAP": te["mAP"], "WGAP": te["WGAP"], "mIoU": te["mIoU"],
             "params": count_parameters(model), "iou": te["iou"].tolist(),
-            "unseen": evaluate_pred(model), "curve_loss": [h["train_loss"] for h in run.history]}
+            "unseen": evaluate_pred(model), "curve_loss": run.history["train_loss"]}
 
 
 def evaluate_pred(model):
@@ -580,7 +583,7 @@ save_claims("06", claims);
 # 5. **Rates.** The DeepLabv3-style net uses ASPP rates (1, 2, 3) on a 4x4 map (32x32 input). What does
 #    a 3x3 convolution with rate 6 compute on that map? Try `DeepLabV3(32, rates=(1, 6, 12))`.
 # 6. **A harsher imbalance.** Generate the training canvases again with
-#    `class_freq=zipf_frequencies(5, 3.0)` (from `course_utils.canvas`). What share of the pixels does
+#    `class_freq=zipf_frequencies(5, 3.0)` (from `course_utils.datasets.canvas`). What share of the pixels does
 #    each group get now, and what are the weights $w_c$ with $\gamma = 1/2$? Then train the standard
 #    model with weighted and with plain cross-entropy (`run_variant` does it; about four minutes on
 #    two cores) and compare the WGAP and the trouser IoU. Does weighting pay now?

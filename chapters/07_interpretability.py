@@ -63,7 +63,8 @@ from torch import nn
 
 import course_utils
 from course_utils import data, experiments, viz
-from course_utils.composite import FashionDigits
+from course_utils.datasets.spurious import FashionDigits
+from course_utils.features import linear_probe, pooled_features, predict
 from course_utils.interpret import (ablate_filters, ablation_effect, cam, class_selectivity, explain, gradcam,
                                     max_responses, normalize_maps, occlusion_object_share, occlusion_sensitivity,
                                     receptive_field, top_activating_patches)
@@ -71,8 +72,8 @@ from course_utils.io import atomic_torch_save
 from course_utils.loader import TensorLoader
 from course_utils.models.small_vgg import SmallVGG
 from course_utils.pretrain import checkpoint_path, pretrained_backbone
-from course_utils.selfsup import linear_probe, pooled_features
-from course_utils.train import fit, predict, train_classifier
+from course_utils.recipes import train_classifier
+from course_utils.train import fit
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -247,12 +248,8 @@ def norm(images):
     return ((images.float() / 255 - data.FASHION_MEAN) / data.FASHION_STD).to(DEV)
 
 
-def logits_of(model, images):
-    return predict(model, TensorLoader(images, torch.zeros(len(images)), 500, **NORMALIZE))
-
-
 x_eval, y_eval = x_test[: cfg["evaluate"]], y_test[: cfg["evaluate"]]
-base_pred = logits_of(base, x_eval).argmax(1)
+base_pred = predict(base, x_eval, **NORMALIZE).argmax(1)
 per_class = pd.Series([(base_pred[y_eval == c] == c).float().mean().item() * 100 for c in range(10)], index=NAMES)
 print(f"base model, Fashion-MNIST test accuracy: {(base_pred == y_eval).float().mean() * 100:.2f}% ({len(y_eval)} images)")
 per_class.round(1).to_frame("per-class test accuracy (%)").T
@@ -306,7 +303,7 @@ def train_scratch(config, seed):
     train_classifier(model, (train_set.images, train_set.labels), None, epochs=config["epochs"], batch_size=128,
                      lr=config["lr"], seed=seed, verbose=False, **NORMALIZE)
     atomic_torch_save(model.state_dict(), checkpoint_path(RUNS, {**config, "seed": seed}, "scratch"))
-    return flat_scores({kind: logits_of(model, tests[kind].images).argmax(1) for kind in KINDS})
+    return flat_scores({kind: predict(model, tests[kind].images, **NORMALIZE).argmax(1) for kind in KINDS})
 
 
 scratch_cfg = dict(arch=f"smallvgg{WIDTHS}-bn", per_class=cfg["composite"]["per_class"],
@@ -378,8 +375,8 @@ ax.set_title("Does the accuracy survive breaking the shortcut?");
 
 # %%
 unc = tests["uncorrelated"]
-pred_s = logits_of(scratch, unc.images).argmax(1)
-pred_f = logits_of(frozen, unc.images).argmax(1)
+pred_s = predict(scratch, unc.images, **NORMALIZE).argmax(1)
+pred_f = predict(frozen, unc.images, **NORMALIZE).argmax(1)
 right = (pred_s == unc.labels).nonzero().flatten()
 wrong = (pred_s != unc.labels).nonzero().flatten()
 shown = torch.cat([right[:: max(1, len(right) // 4)][:4], wrong[:4]])
@@ -404,7 +401,7 @@ if len(wrong):
     all_cams = cam(scratch, norm(unc.images[i:i + 1]).repeat(10, 1, 1, 1), torch.arange(10, device=DEV)).cpu()
     lo, hi = all_cams.min(), all_cams.max()
     scaled = nn.functional.interpolate(((all_cams - lo) / (hi - lo))[:, None], size=(56, 56), mode="bilinear")[:, 0]
-    logit = logits_of(scratch, unc.images[i:i + 1])[0]
+    logit = predict(scratch, unc.images[i:i + 1], **NORMALIZE)[0]
     viz.show_cams(unc.images[i:i + 1].repeat(10, 1, 1, 1), scaled,
                   [f"{NAMES[c]}\nlogit {logit[c]:.1f}" for c in range(10)], ncols=10)
     print(f"true class {NAMES[int(unc.labels[i])]}, predicted {NAMES[int(pred_s[i])]}")
@@ -445,7 +442,7 @@ for a, r in enumerate(positions):
         with torch.no_grad():
             acc_ft[a, b] = (head_1ep(f).argmax(1) == canvas.labels).float().mean().item() * 100
             acc_raw[a, b] = (head_base(f).argmax(1) == canvas.labels).float().mean().item() * 100
-base_acc_items = (logits_of(base, x_test[shift_items]).argmax(1) == y_test[shift_items]).float().mean().item() * 100
+base_acc_items = (predict(base, x_test[shift_items], **NORMALIZE).argmax(1) == y_test[shift_items]).float().mean().item() * 100
 fig, axes = plt.subplots(1, 2, figsize=(7.5, 3.2))
 for ax, acc, title in ((axes[0], acc_raw, "base head, no fine-tune"), (axes[1], acc_ft, "head fine-tuned 1 epoch")):
     im = ax.imshow(acc, cmap="viridis", vmin=min(acc_raw.min(), acc_ft.min()), vmax=100)
@@ -612,7 +609,7 @@ worst_filter = max(missed, key=lambda key: len(missed[key]))
 shown = missed[worst_filter][:10]
 if len(shown):
     with torch.no_grad(), ablate_filters(base, {f"features.{worst_filter[0].replace('conv', 'relu')}": [worst_filter[1]]}):
-        after = logits_of(base, x_test[shown]).argmax(1)
+        after = predict(base, x_test[shown], **NORMALIZE).argmax(1)
     viz.show_images(x_test[shown], [f"{NAMES[int(y_test[n])]}\n→ {NAMES[int(a)]}" for n, a in zip(shown, after)],
                     ncols=10)
     print(f"images missed with {worst_filter[0]} filter {worst_filter[1]} off ({len(missed[worst_filter])} in all)")
@@ -746,7 +743,7 @@ viz.show_attributions(torch.cat([p[0] for p in parts]), {k: torch.cat([p[1][k] f
 # evaluated once.
 
 # %%
-from course_utils.results import Claim, judge, save_claims
+from course_utils.claims import Claim, judge, save_claims
 
 n_seeds = len(cfg["seeds"])
 seeds_note = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}, {len(tests['anti'])} test canvases per set"

@@ -1,40 +1,150 @@
-"""BYOL's image augmentations as batched tensor operations, adapted to grey-scale images.
+"""Batched augmentations as tensor operations, with one affine warp.
 
-Self-supervised methods learn what stays the same across two random *views* of an image, so the
-augmentations define what the representation ignores. BYOL (Grill et al. 2020, appendix B) takes
-SimCLR's: random resized crop, horizontal flip, colour jitter, grey-scale conversion, Gaussian blur
-(and solarisation). On one-channel images, colour jitter reduces to brightness and contrast (saturation
-and hue do not exist) and grey-scale conversion does nothing, so they are left out.
+An augmentation is any callable ``aug(x, generator) -> x`` on a float batch ``(B, C, H, W)`` (in [0, 1]
+as ``TensorLoader`` makes it): every random number of a batch is drawn at once from the generator, so a
+seed fixes the result and no Python loop runs over images (as in Keller Jordan's cifar10-airbench).
 
-Each class is an augmentation ``aug(x, generator) -> x`` on a float batch ``(B, C, H, W)`` in [0, 1]
-(the convention of ``course_utils.loader``): every random number of a batch is drawn at once from
-the generator, so a seed fixes the result, and no Python loop runs over images. Every output stays
-in [0, 1].
+Geometry. Every geometric change is affine, so it is one ``affine_grid`` + ``grid_sample`` call with one
+2x3 matrix per image: ``warp``. ``affine_grid`` maps each *output* position ``p`` (normalised to [-1, 1],
+``align_corners=False``) to the input position it reads. ``RandomAffine``, ``RandomResizedCrop`` and the
+distortions of ``course_utils.datasets.pairs`` all warp through it.
+
+Photometric. BYOL (Grill et al. 2020, appendix B) takes SimCLR's augmentations: random resized crop,
+horizontal flip, colour jitter, grey-scale conversion, Gaussian blur (and solarisation). On one-channel
+images colour jitter reduces to brightness and contrast (saturation and hue do not exist) and grey-scale
+conversion does nothing, so they are left out; ``byol_augment`` is the pipeline. Every output stays in [0, 1].
+
+Mixing and views. ``mixup_batch`` (Zhang et al., "mixup: Beyond empirical risk minimization", ICLR 2018)
+mixes a batch with a shuffled copy of itself; ``TwoViews`` stacks two augmentations of every image for BYOL.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_utils.loader import Augment, Compose, RandomHorizontalFlip
+__all__ = ["Augment", "coin_flips", "warp", "affine_theta", "RandomCrop", "RandomHorizontalFlip", "RandomAffine",
+           "Compose", "crop_boxes_to_theta", "resized_crop", "RandomResizedCrop", "adjust_brightness", "adjust_contrast",
+           "BrightnessContrast", "gaussian_kernels", "gaussian_blur", "GaussianBlur", "byol_augment", "TwoViews",
+           "mixup_batch"]
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
-def _chance(p: float, n: int, g: torch.Generator, device) -> torch.Tensor:
+def coin_flips(p: float, n: int, g: torch.Generator, device) -> torch.Tensor:
     """``(n,)`` booleans, each True with probability ``p``."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"a probability must be in [0, 1], got {p}")
     return (torch.rand(n, generator=g) < p).to(device)
 
 
-def crop_boxes_to_theta(boxes: torch.Tensor) -> torch.Tensor:
-    """Boxes ``(B, 4)`` as fractions ``(top, left, height, width)`` of the image -> ``affine_grid`` matrices ``(B, 2, 3)``.
+def warp(images: torch.Tensor, theta: torch.Tensor, padding_mode: str = "zeros", fill: float = 0.0) -> torch.Tensor:
+    """Warp ``(N, C, H, W)`` images with ``(N, 2, 3)`` ``affine_grid`` matrices, bilinearly; uint8 stays uint8.
 
-    ``affine_grid`` maps output coordinates in [-1, 1] to input coordinates; a box of width ``w``
-    (fraction) starting at ``left`` covers ``[2 left - 1, 2 (left + w) - 1]``, a scale ``w`` around its centre.
+    Outside the image reads ``fill`` (``padding_mode="zeros"``) or the nearest border pixel (``"border"``).
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+    if theta.shape != (len(images), 2, 3):
+        raise ValueError(f"theta must be ({len(images)}, 2, 3), one matrix per image; got {tuple(theta.shape)}")
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)  # (N, H, W, 2)
+    if fill:  # grid_sample pads with 0: shift the values so that the padding reads `fill`
+        out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False) + fill
+    else:
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    if images.dtype == torch.uint8:
+        return (out * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def _rotate_zoom(angle: torch.Tensor, zoom: torch.Tensor) -> torch.Tensor:
+    """``(N, 2, 2)`` matrices ``R(angle) / zoom``: the grid reads the input rotated and magnified by ``zoom``."""
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    return torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+
+
+def affine_theta(angle: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``(N, 2, 3)`` matrices for ``warp``: rotate by ``angle`` (radians), magnify by ``zoom``, then move by
+    ``shift`` ``(N, 2)`` = (dx, dy) in normalised units (2 = the image's width).
+
+    Output pixel ``p`` reads input pixel ``M (p - shift)`` with ``M = R(angle) / zoom``.
+    """
+    M = _rotate_zoom(angle, zoom)  # (N, 2, 2)
+    return torch.cat([M, -(M @ shift[:, :, None])], 2)
+
+
+class RandomCrop:
+    """Pad each side by ``padding`` pixels, then crop back to the original size at a random offset per image."""
+
+    def __init__(self, padding: int = 2, fill: float = 0.0):
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
+        self.padding, self.fill = padding, fill
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if self.padding == 0:
+            return x
+        B, C, H, W = x.shape
+        p = self.padding
+        padded = F.pad(x, (p, p, p, p), value=self.fill)  # (B, C, H+2p, W+2p)
+        dy = torch.randint(0, 2 * p + 1, (B,), generator=g)
+        dx = torch.randint(0, 2 * p + 1, (B,), generator=g)
+        rows = (dy[:, None] + torch.arange(H)).to(x.device)  # (B, H)
+        cols = (dx[:, None] + torch.arange(W)).to(x.device)  # (B, W)
+        b = torch.arange(B, device=x.device)[:, None, None]
+        out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+        return out.permute(0, 3, 1, 2).contiguous()
+
+
+class RandomHorizontalFlip:
+    """Mirror each image left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5):
+        self.p = p
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        flip = (torch.rand(x.shape[0], generator=g) < self.p).to(x.device)
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class RandomAffine:
+    """Random rotation (degrees), translation (fraction of size) and scale per image."""
+
+    def __init__(self, degrees: float = 0.0, translate: float = 0.0, scale: tuple[float, float] = (1.0, 1.0),
+                 fill: float = 0.0):
+        self.degrees, self.translate, self.scale, self.fill = degrees, translate, scale, fill
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        u = torch.rand(x.shape[0], 4, generator=g)
+        angle = (2 * u[:, 0] - 1) * math.radians(self.degrees)
+        shift = (2 * u[:, 1:3] - 1) * 2 * self.translate  # affine_grid coordinates span [-1, 1]
+        zoom = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 3]
+        theta = torch.cat([_rotate_zoom(angle, zoom), shift[:, :, None]], 2)  # output p reads M p + shift
+        return warp(x, theta, fill=self.fill)
+
+
+class Compose:
+    """Apply augmentations in order."""
+
+    def __init__(self, augments: Sequence[Augment]):
+        self.augments = list(augments)
+
+    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        for aug in self.augments:
+            x = aug(x, g)
+        return x
+
+
+def crop_boxes_to_theta(boxes: torch.Tensor) -> torch.Tensor:
+    """Boxes ``(B, 4)`` as fractions ``(top, left, height, width)`` of the image -> ``warp`` matrices ``(B, 2, 3)``.
+
+    A box of width ``w`` (fraction) starting at ``left`` covers ``[2 left - 1, 2 (left + w) - 1]`` in
+    ``affine_grid`` coordinates: a scale ``w`` around its centre.
     """
     top, left, h, w = boxes.unbind(1)
     zero = torch.zeros_like(w)
@@ -44,9 +154,7 @@ def crop_boxes_to_theta(boxes: torch.Tensor) -> torch.Tensor:
 
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """Crop box ``boxes[i]`` (fractions ``top, left, height, width``) of image ``i`` and resize it to ``(H, W)``, bilinearly."""
-    theta = crop_boxes_to_theta(boxes.to(x))
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return warp(x, crop_boxes_to_theta(boxes.to(x)), padding_mode="border")
 
 
 class RandomResizedCrop:
@@ -77,7 +185,7 @@ class RandomResizedCrop:
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         B = x.shape[0]
         boxes = self.boxes(B, g)
-        apply = _chance(self.p, B, g, "cpu")
+        apply = coin_flips(self.p, B, g, "cpu")
         if apply.all():
             return resized_crop(x, boxes)
         if not apply.any():
@@ -122,8 +230,8 @@ class BrightnessContrast:
         u = torch.rand(B, 2, generator=g)
         b = (max(0.0, 1 - self.brightness) + (1 + self.brightness - max(0.0, 1 - self.brightness)) * u[:, 0]).to(x)
         c = (max(0.0, 1 - self.contrast) + (1 + self.contrast - max(0.0, 1 - self.contrast)) * u[:, 1]).to(x)
-        brightness_first = _chance(0.5, B, g, x.device).view(-1, 1, 1, 1)
-        apply = _chance(self.p, B, g, x.device).view(-1, 1, 1, 1)
+        brightness_first = coin_flips(0.5, B, g, x.device).view(-1, 1, 1, 1)
+        apply = coin_flips(self.p, B, g, x.device).view(-1, 1, 1, 1)
         out = torch.where(brightness_first, adjust_contrast(adjust_brightness(x, b), c),
                           adjust_brightness(adjust_contrast(x, c), b))
         return torch.where(apply, out, x)
@@ -162,7 +270,7 @@ class GaussianBlur:
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         B = x.shape[0]
         sigma = self.sigma[0] + (self.sigma[1] - self.sigma[0]) * torch.rand(B, generator=g)
-        apply = _chance(self.p, B, g, x.device)
+        apply = coin_flips(self.p, B, g, x.device)
         if not apply.any():
             return x
         out = x.clone()
@@ -197,3 +305,20 @@ class TwoViews:
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return torch.cat([self.augments[0](x, g), self.augments[1](x, g)], 1)
+
+
+def mixup_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Mix a batch with a shuffled copy of itself: ``(x (B, C, H, W), labels (B,))`` -> ``(x~, soft targets (B, K), lam)``.
+
+    ``x~ = lam x_i + (1 - lam) x_j`` and ``y~ = lam y_i + (1 - lam) y_j`` with one ``lam ~ Beta(alpha, alpha)``
+    per batch and ``j`` another image of the batch (timm's default batch mode). Train on ``y~`` with
+    ``course_utils.losses.soft_target_cross_entropy``.
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0 (the Beta distribution's parameter), got {alpha}")
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=generator).to(x.device)
+    target = F.one_hot(y, num_classes).to(x.dtype)
+    return lam * x + (1 - lam) * x[perm], lam * target + (1 - lam) * target[perm], lam

@@ -1,4 +1,4 @@
-"""Data sets, found offline first and verified.
+"""Data sets, found offline first and verified: Fashion-MNIST, handwritten digits, and seeded splits.
 
 Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017) is the course's workhorse: 60,000 training and 10,000
 test images of 28x28 grey-scale clothing in 10 classes. ``load_fashion_mnist`` reads the original
@@ -10,7 +10,12 @@ IDX ``.gz`` files with a small parser, looking in this order:
 4. a download through torchvision's mirrors into that ``data/fashion-mnist/`` (where there is internet).
 
 Each file is checked against the SHA-256 of its *decompressed* content, so re-compressed copies
-(Debian's, for one) are accepted and damaged ones are not.
+(Debian's, for one) are accepted and damaged ones are not. ``python -m course_utils.data`` finds (or
+downloads) and verifies the files. ``load_digits28`` gives real handwritten digits at MNIST's size, and
+``stratified_subset`` / ``train_val_split`` draw seeded index sets.
+
+The loaders are in ``course_utils.loader``; the data sets derived from these images (transformation pairs,
+segmentation canvases, fashion + digits) in ``course_utils.datasets``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from course_utils.loader import TensorLoader  # noqa: F401  (re-exported: course_utils.data.TensorLoader)
+__all__ = ["FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "FASHION_FILES", "FASHION_SHA256", "DEFAULT_DATA_DIR",
+           "DatasetNotFoundError", "DatasetCorruptError", "fashion_mnist_dirs", "find_fashion_mnist_dir", "describe_fashion_mnist_source",
+           "read_idx", "load_fashion_mnist", "load_digits28", "stratified_subset", "train_val_split", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # In a checkout of the course: its data/ folder. Installed as a package (e.g. on Colab): ./data.
@@ -79,7 +86,8 @@ def fashion_mnist_dirs() -> list[Path]:
     return dirs
 
 
-def _find_dir(split: str) -> Path | None:
+def find_fashion_mnist_dir(split: str = "train") -> Path | None:
+    """The first searched folder that holds both files of ``split``, or None."""
     for d in fashion_mnist_dirs():
         if all((d / name).is_file() for name in FASHION_FILES[split]):
             return d
@@ -88,7 +96,7 @@ def _find_dir(split: str) -> Path | None:
 
 def describe_fashion_mnist_source() -> str:
     """Where Fashion-MNIST would be read from, without reading it (for the provenance line)."""
-    d = _find_dir("train")
+    d = find_fashion_mnist_dir("train")
     return f"Fashion-MNIST from {d}" if d else "Fashion-MNIST not found yet (will try to download)"
 
 
@@ -158,7 +166,7 @@ def load_fashion_mnist(split: str = "train", download: bool = True) -> tuple[tor
     """
     if split not in FASHION_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    folder = _find_dir(split)
+    folder = find_fashion_mnist_dir(split)
     if folder is None:
         searched = "\n".join(f"  - {d}" for d in fashion_mnist_dirs())
         if not download:
@@ -240,19 +248,6 @@ def main() -> None:
         images, labels = load_fashion_mnist(split)
         print(f"Fashion-MNIST {split}: {tuple(images.shape)} images, {len(labels)} labels, checksums OK")
     print(describe_fashion_mnist_source())
-
-
-_COMPOSITES = {"FashionDigits": "course_utils.composite", "FashionCanvas": "course_utils.canvas"}
-
-
-def __getattr__(name: str):
-    """The composite data sets (``data.FashionDigits`` of chapter 7, ``data.FashionCanvas`` of chapter 6) live
-    in their own modules, which import this one; they are reachable from here too, imported on first use."""
-    if name in _COMPOSITES:
-        import importlib
-
-        return getattr(importlib.import_module(_COMPOSITES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

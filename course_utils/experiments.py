@@ -171,3 +171,6 @@ def runs_dir(name: str) -> Path:
     (relative to the working directory). ``make execute`` and ``make test`` point ``COURSE_RUNS_DIR`` at a fresh
     folder, so committed outputs and tests never reuse results of older code."""
     return Path(os.environ.get("COURSE_RUNS_DIR", "runs")) / name
+
+
+__all__ = ["format_mean_std", "run_grid", "runs_dir", "summarize"]

@@ -1,88 +1,20 @@
-"""An in-memory batch loader with batched augmentation as tensor operations.
+"""In-memory batch loaders: ``TensorLoader`` and the mixup wrapper ``MixupLoader``.
 
 The whole data set sits in one tensor; a batch is one indexing operation, and every augmentation
-draws its random numbers for the whole batch at once (as in Keller Jordan's cifar10-airbench). No
-per-image Python work runs in the hot path, which makes it many times faster than a ``DataLoader``
-with per-image PIL transforms on a CPU (see ``benchmarks/bench_loader.py``).
-
-An augmentation is any callable ``aug(x, generator) -> x`` on a float batch ``(B, C, H, W)``.
+(``course_utils.augment``) draws its random numbers for the whole batch at once (as in Keller Jordan's
+cifar10-airbench). No per-image Python work runs in the hot path, which makes it many times faster than
+a ``DataLoader`` with per-image PIL transforms on a CPU (see ``benchmarks/bench_loader.py``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+from course_utils.augment import Augment, mixup_batch
 
-
-class RandomCrop:
-    """Pad each side by ``padding`` pixels, then crop back to the original size at a random offset per image."""
-
-    def __init__(self, padding: int = 2, fill: float = 0.0):
-        if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
-        self.padding, self.fill = padding, fill
-
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if self.padding == 0:
-            return x
-        B, C, H, W = x.shape
-        p = self.padding
-        padded = F.pad(x, (p, p, p, p), value=self.fill)  # (B, C, H+2p, W+2p)
-        dy = torch.randint(0, 2 * p + 1, (B,), generator=g)
-        dx = torch.randint(0, 2 * p + 1, (B,), generator=g)
-        rows = (dy[:, None] + torch.arange(H)).to(x.device)  # (B, H)
-        cols = (dx[:, None] + torch.arange(W)).to(x.device)  # (B, W)
-        b = torch.arange(B, device=x.device)[:, None, None]
-        out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-        return out.permute(0, 3, 1, 2).contiguous()
-
-
-class RandomHorizontalFlip:
-    """Mirror each image left-right with probability ``p``."""
-
-    def __init__(self, p: float = 0.5):
-        self.p = p
-
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        flip = (torch.rand(x.shape[0], generator=g) < self.p).to(x.device)
-        return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-class RandomAffine:
-    """Random rotation (degrees), translation (fraction of size) and scale per image, via ``affine_grid``."""
-
-    def __init__(self, degrees: float = 0.0, translate: float = 0.0, scale: tuple[float, float] = (1.0, 1.0),
-                 fill: float = 0.0):
-        self.degrees, self.translate, self.scale, self.fill = degrees, translate, scale, fill
-
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        B = x.shape[0]
-        u = torch.rand(B, 4, generator=g)
-        angle = (2 * u[:, 0] - 1) * math.radians(self.degrees)
-        shift = (2 * u[:, 1:3] - 1) * 2 * self.translate  # affine_grid coordinates span [-1, 1]
-        s = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 3]
-        cos, sin = torch.cos(angle) / s, torch.sin(angle) / s  # the grid maps output to input: inverse scale
-        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-        grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
-        out = F.grid_sample(x - self.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out + self.fill
-
-
-class Compose:
-    """Apply augmentations in order."""
-
-    def __init__(self, augments: Sequence[Augment]):
-        self.augments = list(augments)
-
-    def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        for aug in self.augments:
-            x = aug(x, g)
-        return x
+__all__ = ["TensorLoader", "MixupLoader"]
 
 
 class TensorLoader:
@@ -93,7 +25,8 @@ class TensorLoader:
         labels: ``(N,)`` tensor (or any tensor indexed along its first axis).
         batch_size: images per batch.
         shuffle: a new permutation every epoch, drawn from ``(seed, epoch)`` so runs repeat exactly.
-        augment: ``aug(x, generator) -> x`` applied to each float batch, e.g. ``Compose([RandomCrop(2), RandomHorizontalFlip()])``.
+        augment: ``aug(x, generator) -> x`` applied to each float batch, e.g.
+            ``Compose([RandomCrop(2), RandomHorizontalFlip()])`` from ``course_utils.augment``.
         drop_last: drop the last incomplete batch.
         seed: seeds shuffling and augmentation.
         mean, std: normalise ``(x - mean) / std`` after augmentation.
@@ -143,3 +76,33 @@ class TensorLoader:
             if self.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y
+
+
+class MixupLoader:
+    """Wrap a loader of ``(x, labels)`` batches so it yields ``(mixed x, soft targets (B, K))`` (``mixup_batch``).
+
+    Train with ``loss_fn=course_utils.losses.soft_target_cross_entropy`` and ``metrics={}`` (the targets are
+    no longer labels). Like ``TensorLoader``, the random draws follow ``(seed, epoch)``, so a resumed run sees
+    the same batches.
+    """
+
+    def __init__(self, loader, num_classes: int, alpha: float = 0.2, seed: int = 0):
+        if alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.loader, self.num_classes, self.alpha, self.seed, self.epoch = loader, num_classes, alpha, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch of the next iteration, here and in the wrapped loader (for resuming)."""
+        self.epoch = epoch
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7)
+        self.epoch += 1
+        for x, y in self.loader:
+            mixed, target, _ = mixup_batch(x, y, self.num_classes, self.alpha, g)
+            yield mixed, target

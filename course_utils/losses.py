@@ -18,6 +18,12 @@ tested in ``tests/test_segmentation_losses.py``:
 - ``weighted_cross_entropy``: cross-entropy with a weight per class, equal to ``F.cross_entropy(weight=...)``;
 - ``dice_loss``: the soft multi-class Dice loss (Milletari, Navab & Ahmadi 2016, V-Net);
 - ``poly1_cross_entropy``: Poly-1 (Leng et al. 2022, PolyLoss), cross-entropy plus ``epsilon * (1 - p_t)``.
+
+``byol_loss`` / ``symmetric_byol_loss``: BYOL's regression of the target projection (Grill et al. 2020,
+eqs. 2 and 4), tested in ``tests/models/test_byol.py``.
+
+``soft_target_cross_entropy``: cross-entropy with probability-vector targets, for mixup (Zhang et al. 2018;
+``course_utils.augment.mixup_batch``), timm's ``SoftTargetCrossEntropy``; tested in ``tests/test_losses.py``.
 """
 
 from __future__ import annotations
@@ -151,7 +157,7 @@ def class_weights_from_frequencies(counts, power: float = 1.0) -> torch.Tensor:
     them (inverse square-root frequency). A class with count 0 gets weight 0: it has no pixels to weight.
 
     Args:
-        counts: ``(K,)`` pixel counts per class (e.g. ``course_utils.canvas.pixel_counts``).
+        counts: ``(K,)`` pixel counts per class (e.g. ``course_utils.datasets.canvas.pixel_counts``).
     Returns:
         ``(K,)`` float32 weights.
     """
@@ -240,3 +246,31 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
     intersection = (p * g).sum(dims)  # (K,)
     dice = (2 * intersection + smooth) / (p.sum(dims) + g.sum(dims) + smooth)
     return 1 - dice.mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# BYOL (Grill et al. 2020), the loss outside the model as in lightly's ``loss/``
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL eq. 2, "we define the following mean squared error between the normalized predictions and target
+    projections": ``||p/|p| - z/|z| ||^2 = 2 - 2 cos(p, z)``, averaged over the batch; ``p, z`` are ``(B, D)``.
+
+    ``z`` is the target's projection: the caller computes it without gradients (the stop-gradient of the paper).
+    """
+    if p.ndim != 2 or p.shape != z.shape:
+        raise ValueError(f"p and z must both be (B, D), got {tuple(p.shape)} and {tuple(z.shape)}")
+    return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
+
+
+def symmetric_byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """BYOL eq. 4, "we symmetrize the loss by separately feeding v' to the online network and v to the target
+    network": each view's prediction regresses the target projection of the other view, the two terms summed."""
+    return byol_loss(p1, z2) + byol_loss(p2, z1)
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ``-sum_k target_k * log_softmax(logits)_k``; ``logits`` and ``target`` are ``(B, K)``."""
+    if logits.shape != target.shape:
+        raise ValueError(f"soft targets must have the logits' shape (B, K); got {tuple(target.shape)} for logits "
+                         f"{tuple(logits.shape)}. Turn class labels into probabilities with F.one_hot(y, K).float().")
+    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()

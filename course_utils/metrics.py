@@ -180,3 +180,7 @@ def segmentation_report(scores, target, max_pixels: int | None = None, seed: int
     ap = average_precision_per_class(scores, target, max_pixels, seed)
     return {"mIoU": iou.nanmean().item(), "mAP": ap.nanmean().item(), "WGAP": _nanmin(ap),
             "iou": iou, "ap": ap}
+
+
+__all__ = ["accuracy", "average_precision_per_class", "confusion_matrix", "f1_scores", "macro_f1", "mean_average_precision",
+           "mean_iou", "micro_f1", "predicted_labels", "recall_at_k", "segmentation_report", "worst_group_ap"]

@@ -69,3 +69,6 @@ def pretrained_backbone(build_fn: Callable[[], nn.Module], train_fn: Callable[[n
     train_fn(model)
     atomic_torch_save(model.state_dict(), path)
     return Pretrained(model, False, path)
+
+
+__all__ = ["Pretrained", "checkpoint_path", "config_key", "pretrained_backbone"]

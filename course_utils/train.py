@@ -1,16 +1,22 @@
-"""A short, visible training loop: ``fit`` and ``evaluate``.
+"""The one training loop, ``fit``, with its ``History``, ``EarlyStopping`` and ``evaluate``.
 
 ``fit`` is what a student would write by hand (``zero_grad`` / ``backward`` / ``step`` in plain sight)
 plus the three things a hand-written loop usually lacks:
 
 - a checkpoint written atomically after every epoch, from which ``fit`` resumes exactly;
 - early stopping on a validation metric, keeping the best weights;
-- a divergence guard: a NaN or infinite loss stops training with the epoch and step it happened at.
+- a divergence guard: a NaN or infinite loss raises ``DivergenceError`` with the epoch and step.
+
+What differs between kinds of training is passed in: the ``step`` (model, batch -> loss), an
+``after_step`` hook (BYOL's moving-average target) and an epoch ``monitor`` (a kNN probe, snapshots of
+predicted masks) whose values go into the epoch's record, and so into the checkpoint. The recipes that
+call ``fit`` for each kind of training are in ``recipes``; optimisers and schedules in ``optim``.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 import time
@@ -21,6 +27,7 @@ from typing import Callable, Iterable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from course_utils.hooks import eval_mode
 from course_utils.io import atomic_torch_save
 from course_utils.metrics import accuracy, predicted_labels
 
@@ -33,8 +40,8 @@ class DivergenceError(RuntimeError):
 
 @dataclass
 class History:
-    """Per-epoch records: ``epoch``, ``train_loss``, ``val_loss``, ``train_<metric>``, ``val_<metric>``,
-    ``lr``, ``seconds`` and ``images_per_s``."""
+    """Per-epoch records: ``epoch``, ``train_loss``, ``train_<metric>``, ``val_loss``, ``val_<metric>``, what
+    ``after_step`` and ``monitor`` returned, ``lr``, ``seconds`` and ``images_per_s``."""
 
     records: list[dict] = field(default_factory=list)
     stopped_early: bool = False
@@ -111,29 +118,31 @@ def _show_progress(progress: bool | None) -> bool:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable = F.cross_entropy,
              tta_flip: bool = False) -> Evaluation:
-    """Run ``model`` in eval mode over ``loader``; ``tta_flip`` averages the logits of each image and its mirror."""
-    model.eval()
+    """Run ``model`` in eval mode over ``loader`` (its mode is restored); ``tta_flip`` averages the logits of
+    each image and its mirror."""
     device = _device_of(model)
     all_logits, all_targets, total, n = [], [], 0.0, 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(x)
-        if tta_flip:
-            logits = (logits + model(x.flip(3))) / 2
-        total += float(loss_fn(logits, y)) * len(y)
-        n += len(y)
-        all_logits.append(logits.float().cpu())
-        all_targets.append(y.cpu())
+    with eval_mode(model):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(x)
+            if tta_flip:
+                logits = (logits + model(x.flip(3))) / 2
+            total += float(loss_fn(logits, y)) * len(y)
+            n += len(y)
+            all_logits.append(logits.float().cpu())
+            all_targets.append(y.cpu())
     logits = torch.cat(all_logits)
     return Evaluation(predicted_labels(logits), torch.cat(all_targets), total / max(n, 1), logits)
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, loader: Iterable) -> torch.Tensor:
-    """The model's outputs for every batch of ``loader`` (eval mode, no gradients), concatenated on the CPU."""
-    model.eval()
-    device = _device_of(model)
-    return torch.cat([model(x.to(device)).float().cpu() for x, _ in loader])
+def supervised_step(loss_fn: Callable) -> Callable:
+    """The step of classification and segmentation: ``(x, y) -> (loss_fn(model(x), y), model(x))``."""
+    def step(model, batch):
+        x, y = batch
+        logits = model(x)
+        return loss_fn(logits, y), logits
+    return step
 
 
 def _save_checkpoint(path, model, optimizer, scheduler, history, early_stopping, epoch):
@@ -170,20 +179,27 @@ def _load_checkpoint(path, model, optimizer, scheduler, early_stopping) -> tuple
 
 def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, optimizer: torch.optim.Optimizer,
         scheduler=None, scheduler_interval: str = "step", loss_fn: Callable = F.cross_entropy,
-        metrics: dict[str, Metric] | None = None, checkpoint: str | os.PathLike | None = None,
-        early_stopping: EarlyStopping | None = None, progress: bool | None = None,
-        verbose: bool = True) -> History:
+        step: Callable | None = None, after_step: Callable | None = None, monitor: Callable | None = None,
+        monitor_before: bool = False, metrics: dict[str, Metric] | None = None,
+        checkpoint: str | os.PathLike | None = None, early_stopping: EarlyStopping | None = None,
+        progress: bool | None = None, verbose: bool = True) -> History:
     """Train ``model`` for ``epochs`` epochs and return its ``History``.
 
     Args:
-        train_loader, val_loader: iterables of ``(x, y)`` batches; a loader with ``set_epoch`` (like
-            ``TensorLoader``) is told the epoch, so a resumed run sees the same batches.
+        train_loader, val_loader: iterables of batches of tensors (``(x, y)``); a loader with ``set_epoch``
+            (like ``TensorLoader``) is told the epoch, so a resumed run sees the same batches.
+            ``val_loader`` is scored by ``evaluate(model, val_loader, loss_fn)``.
         scheduler: stepped after every optimiser step (``scheduler_interval="step"``) or every epoch.
-        loss_fn: ``loss_fn(logits, y) -> scalar``.
-        metrics: ``{name: fn(pred_labels, targets)}``, computed on train and val; default accuracy as ``acc``;
-            ``{}`` for none (e.g. when the model returns embeddings). Labels come from ``predicted_labels``.
+        loss_fn: ``loss_fn(logits, y) -> scalar``, used by the default ``step`` and on ``val_loader``.
+        step: ``step(model, batch) -> loss`` or ``(loss, outputs)``; default ``supervised_step(loss_fn)``.
+        after_step: ``after_step(model, i)`` after optimiser step ``i`` (0, 1, ... over the whole run);
+            a dict it returns is recorded (the epoch keeps the last one).
+        monitor: ``monitor(model) -> dict`` after every epoch, merged into the epoch's record;
+            ``monitor_before=True`` also records it once before training, as epoch 0.
+        metrics: ``{name: fn(pred_labels, targets)}`` of the step's outputs, on train and val; default
+            accuracy as ``acc`` with the default step, none otherwise. Labels come from ``predicted_labels``.
         checkpoint: file written atomically after every epoch; if it exists, training resumes from it.
-        early_stopping: an ``EarlyStopping`` on a ``val_*`` or ``train_*`` key.
+        early_stopping: an ``EarlyStopping`` on a key of the records.
         progress: tqdm progress bars; ``None`` shows them except under the smoke profile, CI or COURSE_PROGRESS=0.
         verbose: print one summary line per epoch.
     """
@@ -191,7 +207,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if scheduler_interval not in ("step", "epoch"):
         raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
-    metrics = {"acc": accuracy} if metrics is None else metrics
+    metrics = ({"acc": accuracy} if step is None else {}) if metrics is None else metrics
+    step = supervised_step(loss_fn) if step is None else step
     device = _device_of(model)
     history, start = History(), 0
     if checkpoint is not None and Path(checkpoint).exists():
@@ -200,6 +217,8 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
             print(f"resumed from {checkpoint} after epoch {start}")
         if history.stopped_early:
             start = epochs
+    if monitor is not None and monitor_before and not history.records:
+        history.records.append({"epoch": 0, **monitor(model)})
     show = _show_progress(progress)
     if show:
         from tqdm.auto import tqdm
@@ -209,31 +228,33 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch - 1)
         batches = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, file=sys.stdout) if show else train_loader
-        t0, total_loss, n = time.perf_counter(), torch.zeros(()), 0
+        t0, total_loss, n, logged = time.perf_counter(), 0.0, 0, {}
         preds, targets = [], []
-        for step, (x, y) in enumerate(batches, 1):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
-            if not torch.isfinite(loss):
-                lr = optimizer.param_groups[0]["lr"]
+        for i, batch in enumerate(batches, 1):
+            batch = [t.to(device, non_blocking=True) for t in batch]
+            out = step(model, batch)
+            loss, outputs = out if isinstance(out, tuple) else (out, None)
+            value = loss.item()
+            if not math.isfinite(value):
                 raise DivergenceError(
-                    f"The training loss became {loss.item()} at epoch {epoch}, step {step}. The run diverged: "
-                    f"lower the learning rate (now {lr:.3g}), add normalisation or gradient clipping, and check the inputs.")
+                    f"The training loss became {value} at epoch {epoch}, step {i}. The run diverged: lower the "
+                    f"learning rate (now {optimizer.param_groups[0]['lr']:.3g}), add a warm-up, normalisation or "
+                    f"gradient clipping, and check the inputs.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler is not None and scheduler_interval == "step":
                 scheduler.step()
-            total_loss += loss.detach().cpu() * len(y)
-            n += len(y)
+            if after_step is not None:
+                logged = after_step(model, (epoch - 1) * len(train_loader) + i - 1) or logged
+            total_loss, n = total_loss + value * len(batch[0]), n + len(batch[0])  # summed in float64
             if metrics:
-                preds.append(predicted_labels(logits.detach()).cpu())
-                targets.append(y.cpu())
+                preds.append(predicted_labels(outputs.detach()).cpu())
+                targets.append(batch[1].cpu())
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
         seconds = time.perf_counter() - t0
-        rec = {"epoch": epoch, "train_loss": float(total_loss) / n}
+        rec = {"epoch": epoch, "train_loss": total_loss / n}
         if metrics:
             preds, targets = torch.cat(preds), torch.cat(targets)
             rec.update({f"train_{k}": float(fn(preds, targets)) for k, fn in metrics.items()})
@@ -241,10 +262,15 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
             ev = evaluate(model, val_loader, loss_fn)
             rec["val_loss"] = ev.loss
             rec.update({f"val_{k}": float(fn(ev.preds, ev.targets)) for k, fn in metrics.items()})
-        rec.update(lr=optimizer.param_groups[0]["lr"], seconds=seconds, images_per_s=n / seconds)
+        rec.update(logged)
+        rec["lr"] = optimizer.param_groups[0]["lr"]
+        if monitor is not None:
+            rec.update(monitor(model))
+        rec.update(seconds=seconds, images_per_s=n / seconds)
         history.records.append(rec)
         if verbose:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in rec.items() if k.startswith(("train_", "val_")))
+            shown = " ".join(f"{k}={v:.4f}" for k, v in rec.items()
+                             if isinstance(v, float) and k not in ("lr", "seconds", "images_per_s"))
             print(f"epoch {epoch:>3}/{epochs} {shown} ({seconds:.1f}s, {n / seconds:.0f} img/s)", flush=True)
         stop = False
         if early_stopping is not None:
@@ -262,42 +288,4 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
     return history
 
 
-def sgd_one_cycle(model: torch.nn.Module, lr: float, total_steps: int, weight_decay: float = 5e-4,
-                  momentum: float = 0.9, pct_start: float = 0.25):
-    """SGD with Nesterov momentum and a one-cycle schedule (Smith & Topin 2017): the rate rises linearly to
-    ``lr`` over ``pct_start`` of the steps, then falls linearly to ~0. No weight decay on biases and norm
-    parameters (1-D tensors), as is usual."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum, nesterov=True)
-    if total_steps < 4:  # too short for a warm-up and a decay phase: keep the rate constant
-        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    pct_start = min(max(pct_start, 2 / total_steps), 1 - 1 / total_steps)  # each phase at least 1-2 steps long
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
-                                                    pct_start=pct_start, anneal_strategy="linear")
-    return optimizer, scheduler
-
-
-def train_classifier(model: torch.nn.Module, train_data: tuple, val_data: tuple | None, *, epochs: int,
-                     batch_size: int, lr: float, seed: int = 0, weight_decay: float = 5e-4,
-                     label_smoothing: float = 0.0, augment=None, mean: float | None = None,
-                     std: float | None = None, metrics: dict[str, Metric] | None = None,
-                     early_stopping: EarlyStopping | None = None, checkpoint=None, progress: bool | None = None,
-                     verbose: bool = True) -> History:
-    """The course's standard recipe around ``fit``: in-memory loaders, SGD + one-cycle, cross-entropy.
-
-    Args:
-        train_data, val_data: ``(images, labels)`` tensors (uint8 or float images ``(N, C, H, W)``).
-        augment: a batched augmentation for the training loader (see ``course_utils.loader``).
-        mean, std: input normalisation applied by the loaders.
-    """
-    from course_utils.loader import TensorLoader
-
-    train = TensorLoader(*train_data, batch_size, shuffle=True, augment=augment, drop_last=len(train_data[1]) > batch_size,
-                         seed=seed, mean=mean, std=std)
-    val = TensorLoader(*val_data, 1000, mean=mean, std=std) if val_data is not None else None
-    optimizer, scheduler = sgd_one_cycle(model, lr, epochs * len(train), weight_decay)
-    loss_fn = (lambda logits, y: F.cross_entropy(logits, y, label_smoothing=label_smoothing)) if label_smoothing else F.cross_entropy
-    return fit(model, train, val, epochs=epochs, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
-               metrics=metrics, checkpoint=checkpoint, early_stopping=early_stopping, progress=progress, verbose=verbose)
+__all__ = ["DivergenceError", "EarlyStopping", "Evaluation", "History", "evaluate", "fit", "supervised_step"]

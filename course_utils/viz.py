@@ -1,4 +1,5 @@
-"""Figures the chapters share: training curves, image grids, confusion matrices.
+"""Figures the chapters share: training curves, image grids, confusion matrices, attribution maps,
+embeddings, and segmentation pictures (coloured masks, predictions grids, the hourglass diagram).
 
 Each function draws into a new figure (or the ``ax`` given) and returns the figure, so a notebook
 cell ends with it and Jupyter shows it once.
@@ -6,11 +7,13 @@ cell ends with it and Jupyter shows it once.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
 
 
 def plot_history(history, metrics: Sequence[str] = ("loss", "acc"), title: str | None = None):
@@ -216,3 +219,95 @@ def declutter_labels(ax, texts, step: float = 1.0, max_shift: float = 40.0) -> N
             shift += step
             text.xyann = (dx, dy - shift)
         placed.append(text.get_window_extent(renderer))
+
+
+# --------------------------------------------------------------------------------------------------
+# Segmentation
+
+def mask_colors(num_classes: int = 11) -> np.ndarray:
+    """``(num_classes, 3)`` RGB in [0, 1]: black for the background (label 0), then matplotlib's ``tab10``."""
+    tab = matplotlib.colormaps["tab10"].colors
+    return np.array([(0.0, 0.0, 0.0)] + [tab[i % 10] for i in range(num_classes - 1)])
+
+
+def mask_to_rgb(masks, num_classes: int = 11) -> np.ndarray:
+    """``(..., H, W)`` integer labels -> ``(..., H, W, 3)`` colours of ``mask_colors``."""
+    masks = torch.as_tensor(masks).long().numpy()
+    return mask_colors(num_classes)[masks]
+
+
+def show_segmentations(images: torch.Tensor, rows: Mapping[str, torch.Tensor], class_names: Sequence[str],
+                       size: float = 1.3):
+    """A grid: the ``(n, 1, H, W)`` images in the first row, then one row of coloured masks per ``rows`` entry.
+
+    ``rows`` maps a row title (e.g. ``"ground truth"``, ``"epoch 1"``) to ``(n, H, W)`` labels. A legend of the
+    classes goes below. Returns the figure.
+    """
+    n = len(images)
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(size * n + 1.2, size * (1 + len(rows)) + 0.5), squeeze=False)
+    for j in range(n):
+        axes[0, j].imshow(images[j, 0], cmap="gray", vmin=0, vmax=1)
+        for i, masks in enumerate(rows.values(), start=1):
+            axes[i, j].imshow(mask_to_rgb(masks[j], len(class_names)), interpolation="nearest")
+    for i, title in enumerate(["image", *rows]):
+        axes[i, 0].set_ylabel(title, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    colors = mask_colors(len(class_names))
+    fig.legend(handles=[Patch(color=colors[k], label=name) for k, name in enumerate(class_names)],
+               loc="lower center", ncol=6, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig
+
+
+def draw_hourglass(stacks: int = 2, depth: int = 3):
+    """A diagram of ``Hourglass(stacks, width)``: each module's resolution levels as bars whose height is the
+    map's side; inter skips as arcs from each down level to the up level of the same size; intra skips
+    (residual shortcuts inside each block) as small loops. Returns the figure."""
+    fig, ax = plt.subplots(figsize=(2.0 + 2.6 * stacks, 2.8))
+    x, step, colors = 0.0, 0.45, ("#4c72b0", "#dd8452")
+
+    def block(x0, level, color, label=None):
+        h = 1.0 / 2**level
+        ax.add_patch(Rectangle((x0, 0.5 - h / 2), 0.28, h, color=color, alpha=0.85))
+        loop = FancyArrowPatch((x0 + 0.02, 0.5 + h / 2), (x0 + 0.26, 0.5 + h / 2), connectionstyle="arc3,rad=-0.8",
+                               arrowstyle="-|>", mutation_scale=6, color="0.4", lw=0.8)
+        ax.add_patch(loop)  # intra skip: a shortcut around the block
+        if label:
+            ax.text(x0 + 0.14, 0.5 - h / 2 - 0.06, label, ha="center", va="top", fontsize=6)
+
+    block(x, 0, "0.6", "stem")
+    x += step
+    for s in range(stacks):
+        downs = []
+        for level in range(1, depth + 1):
+            block(x, level, colors[0], "down" if level == 1 else None)
+            downs.append(x)
+            x += step
+        ups = {}
+        for level in range(depth, 0, -1):
+            block(x, level, colors[1], "up" if level == 1 else None)
+            ups[level] = x
+            x += step
+        for level, xd in enumerate(downs, start=1):  # inter skip: encoder level -> decoder level of that size
+            h = 1.0 / 2 ** (level - 1)
+            end = ups[level] + 0.28 if level > 1 else ups[1] + step + 0.02
+            ax.add_patch(FancyArrowPatch((xd - 0.05, 0.5 + h / 2 + 0.03), (end, 0.5 + h / 2 + 0.03),
+                                         connectionstyle=f"arc3,rad=-{0.25 / level:.2f}", arrowstyle="-|>",
+                                         mutation_scale=7, color="C2", lw=1.0))
+        ax.text((downs[0] + ups[1]) / 2 + 0.14, -0.05, f"hourglass module {s + 1}", ha="center", fontsize=7)
+    block(x, 0, "0.6", "head")
+    ax.text(x + 0.5, 0.9, "intra skip (loop)\ninter skip (green arc)", fontsize=6, va="top")
+    ax.set_xlim(-0.2, x + 1.3)
+    ax.set_ylim(-0.15, 1.35)
+    ax.axis("off")
+    ax.set_title(f"Hourglass({stacks}, width): bar height = map side, down = max-pool + block, up = block + upsample",
+                 fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["book_style", "declutter_labels", "draw_hourglass", "mask_colors", "mask_to_rgb", "plot_confusion_matrix",
+           "plot_embeddings", "plot_history", "plot_norm_axes", "project_2d", "show_attributions", "show_cams",
+           "show_images", "show_segmentations"]

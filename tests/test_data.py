@@ -117,9 +117,22 @@ def test_stratified_subset_and_split():
     assert len(va) == 20 and len(tr) == 80 and not set(tr.tolist()) & set(va.tolist())
 
 
-def test_composite_data_sets_are_reachable_from_data():
-    from course_utils import canvas, composite, data
+def test_every_data_name_has_one_home():
+    """No re-exports and no module ``__getattr__``: the loaders and derived data sets live in their own modules."""
+    import importlib.util
 
-    assert data.FashionDigits is composite.FashionDigits and data.FashionCanvas is canvas.FashionCanvas
-    with pytest.raises(AttributeError, match="no attribute 'FashionPixels'"):
-        data.FashionPixels  # noqa: B018
+    from course_utils import augment, loader
+    from course_utils.datasets import canvas, pairs, spurious
+
+    assert not hasattr(data, "__getattr__") and not hasattr(data, "TensorLoader")
+    with pytest.raises(AttributeError, match="no attribute 'FashionCanvas'"):
+        data.FashionCanvas  # noqa: B018
+    for old in ("canvas", "composite", "distort", "mixup"):
+        assert importlib.util.find_spec(f"course_utils.{old}") is None
+    modules = (data, loader, augment, pairs, canvas, spurious)
+    homes = {}
+    for m in modules:
+        for name in m.__all__:
+            assert hasattr(m, name), f"{m.__name__}.__all__ names {name}, which it does not define"
+            homes.setdefault(name, []).append(m.__name__)
+    assert {n: h for n, h in homes.items() if len(h) > 1} == {}

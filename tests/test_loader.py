@@ -1,7 +1,10 @@
+"""TensorLoader (batches, seeds per epoch, normalisation) and MixupLoader (mixed batches, resumable)."""
+
 import pytest
 import torch
 
-from course_utils.loader import Compose, RandomAffine, RandomCrop, RandomHorizontalFlip, TensorLoader
+from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
+from course_utils.loader import MixupLoader, TensorLoader
 
 
 def _data(n=50):
@@ -33,31 +36,6 @@ def test_determinism_per_seed_and_epoch():
     assert all(torch.equal(p[0], q[0]) for p, q in zip(epoch1, list(b)))
 
 
-def test_random_crop_is_a_shifted_window_of_the_padded_image():
-    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float).reshape(2, 3, 6, 6)
-    g = torch.Generator().manual_seed(0)
-    out = RandomCrop(2)(x, g)
-    assert out.shape == x.shape
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    g = torch.Generator().manual_seed(0)
-    dy, dx = torch.randint(0, 5, (2,), generator=g), torch.randint(0, 5, (2,), generator=g)
-    for i in range(2):
-        assert torch.equal(out[i], padded[i, :, dy[i]:dy[i] + 6, dx[i]:dx[i] + 6])
-    assert torch.equal(RandomCrop(0)(x, g), x)
-    with pytest.raises(ValueError):
-        RandomCrop(-1)
-
-
-def test_flip_and_identity_affine():
-    x = torch.rand(4, 1, 8, 8)
-    g = torch.Generator().manual_seed(0)
-    assert torch.equal(RandomHorizontalFlip(p=1.0)(x, g), x.flip(3))
-    assert torch.equal(RandomHorizontalFlip(p=0.0)(x, g), x)
-    torch.testing.assert_close(RandomAffine()(x, g), x, atol=1e-5, rtol=0)
-    rotated = RandomAffine(degrees=30, translate=0.1, scale=(0.9, 1.1))(x, g)
-    assert rotated.shape == x.shape and not torch.allclose(rotated, x)
-
-
 def test_normalisation_and_channels_last():
     x, y = _data()
     xb, _ = next(iter(TensorLoader(x, y, 8, mean=0.5, std=0.25, channels_last=True)))
@@ -73,3 +51,18 @@ def test_bad_arguments():
         TensorLoader(x[:, 0], y, 4)
     with pytest.raises(ValueError, match="batch_size"):
         TensorLoader(x, y, 0)
+
+
+def test_mixup_loader_is_deterministic_per_epoch():
+    images, labels = torch.rand(20, 1, 4, 4), torch.arange(20) % 5
+    make = lambda: MixupLoader(TensorLoader(images, labels, 8, shuffle=True, seed=1), 5, alpha=0.4, seed=1)  # noqa: E731
+    a, b = make(), make()
+    first = [t for t in a]
+    assert len(first) == len(a) == 3
+    assert first[0][1].shape == (8, 5) and torch.allclose(first[0][1].sum(1), torch.ones(8))  # soft targets
+    for (xa, ta), (xb, tb) in zip(first, b):
+        assert torch.equal(xa, xb) and torch.equal(ta, tb)
+    second = list(a)  # the next epoch draws new pairs and weights
+    assert not torch.equal(first[0][0], second[0][0])
+    b.set_epoch(1)
+    assert torch.equal(next(iter(b))[1], second[0][1])

@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.losses import batch_hard_triplet_loss, pairwise_distances, sample_triplets, triplet_loss
+from course_utils.losses import (batch_hard_triplet_loss, pairwise_distances, sample_triplets, soft_target_cross_entropy,
+                                 triplet_loss)
 
 
 def _leaves(*tensors):
@@ -137,3 +138,19 @@ def test_sample_triplets_deterministic_per_seed():
 def test_sample_triplets_errors(labels, match):
     with pytest.raises(ValueError, match=match):
         sample_triplets(torch.tensor(labels, dtype=torch.long), 10, seed=0)
+
+
+def test_soft_target_cross_entropy_matches_pytorch():
+    logits = torch.randn(6, 4, requires_grad=True)
+    target = torch.softmax(torch.randn(6, 4), 1)
+    ours = soft_target_cross_entropy(logits, target)
+    theirs = F.cross_entropy(logits, target)  # PyTorch accepts class probabilities as the target
+    torch.testing.assert_close(ours, theirs)
+    g_ours, = torch.autograd.grad(ours, logits)
+    g_theirs, = torch.autograd.grad(F.cross_entropy(logits, target), logits)
+    torch.testing.assert_close(g_ours, g_theirs)
+    labels = torch.tensor([0, 3, 1, 2, 2, 0])
+    torch.testing.assert_close(soft_target_cross_entropy(logits, F.one_hot(labels, 4).float()),
+                               F.cross_entropy(logits, labels))  # one-hot targets: the ordinary loss
+    with pytest.raises(ValueError, match="one_hot"):
+        soft_target_cross_entropy(logits, labels)

@@ -46,30 +46,3 @@ def test_recall_at_k_against_scikit_learn_neighbours():
     assert recall_at_k(separated, torch.tensor([0] * 5 + [1] * 5)) == 1.0
     with pytest.raises(ValueError, match="k must be"):
         recall_at_k(emb, labels, 60)
-
-
-def test_projections_and_embedding_plot():
-    import matplotlib
-    matplotlib.use("Agg")
-    from course_utils.viz import plot_embeddings, project_2d
-
-    g = torch.Generator().manual_seed(0)
-    feats = torch.cat([torch.randn(20, 6, generator=g), torch.randn(20, 6, generator=g) + 8])
-    pca = project_2d(feats, "pca")
-    assert pca.shape == (40, 2) and abs(pca[:20, 0].mean() - pca[20:, 0].mean()) > 5  # the first component splits them
-    assert project_2d(feats, "tsne").shape == (40, 2)
-    fig = plot_embeddings({"PCA": pca}, torch.tensor([0] * 20 + [1] * 20), ["a", "b"])
-    assert len(fig.axes) == 1
-    with pytest.raises(ValueError, match="pca' or 'tsne"):
-        project_2d(feats, "umap")
-
-
-def test_show_attributions_draws_one_row_per_image():
-    import matplotlib
-    matplotlib.use("Agg")
-    from course_utils.viz import show_attributions
-
-    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
-    maps = {"CAM": torch.rand(3, 8, 8), "occlusion": torch.rand(3, 8, 8).numpy()}
-    fig = show_attributions(images, maps, row_titles=["a", "b", "c"])
-    assert len(fig.axes) == 9 and fig.axes[1].get_title() == "CAM" and fig.axes[2].get_title() == "occlusion"

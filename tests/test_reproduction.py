@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from course_utils import results
-from course_utils.results import Claim, render_reproduction, save_claims
+from course_utils import reproduction
+from course_utils.claims import Claim, save_claims
+from course_utils.reproduction import render_reproduction
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "book" / "results"
@@ -34,7 +35,7 @@ def test_claim_list_has_every_id_once():
 @pytest.mark.skipif(not SHARED.is_file(), reason="the shared claim list is not beside this checkout")
 def test_claim_list_matches_the_shared_one():
     ours = {c["id"]: c["chapter"] for c in json.loads(CLAIMS.read_text())["claims"]}
-    assert results._shared_claims(SHARED) == ours
+    assert reproduction._shared_claims(SHARED) == ours
 
 
 @pytest.mark.parametrize("path", JSONS, ids=lambda p: p.name)
@@ -54,9 +55,9 @@ def test_every_measured_number_is_in_the_notebook_outputs(path):
 
 def test_reproduction_page_is_up_to_date():
     page = ROOT / "book" / "reproduction.md"
-    assert page.is_file(), "run `python -m course_utils.results`"
+    assert page.is_file(), "run `python -m course_utils.reproduction`"
     assert page.read_text() == render_reproduction(CLAIMS, RESULTS, ROOT), \
-        "book/reproduction.md is out of date: run `python -m course_utils.results` (make book does)"
+        "book/reproduction.md is out of date: run `python -m course_utils.reproduction` (make book does)"
 
 
 def test_page_shows_measurements_and_unmeasured_claims(tmp_path, capsys):
@@ -85,6 +86,6 @@ def test_unknown_claim_id_is_an_error(tmp_path, capsys):
 def test_main_writes_and_checks(tmp_path, capsys):
     out = tmp_path / "reproduction.md"
     args = ["--results", str(tmp_path / "none"), "--out", str(out), "--shared", str(tmp_path / "no.md")]
-    assert results.main([*args, "--check"]) == 1
-    assert results.main(args) == 0 and "| C35 |" in out.read_text()
-    assert results.main([*args, "--check"]) == 0
+    assert reproduction.main([*args, "--check"]) == 1
+    assert reproduction.main(args) == 0 and "| C35 |" in out.read_text()
+    assert reproduction.main([*args, "--check"]) == 0

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from course_utils.models import resnet6n2
-from course_utils.summary import model_summary
+from course_utils.summary import count_parameters, model_summary
 
 
 def test_summary_of_a_known_network():
@@ -22,3 +22,21 @@ def test_summary_of_resnet14_adds_up():
     assert t.set_index("layer").loc["stage3", "output shape"] == (1, 64, 7, 7)
     # a stage-1 block: two 3x3 convs 16->16 without bias, two norms with gamma and beta
     assert model_summary(model, (1, 1, 28, 28), modules=["stage1.0"])["params"][0] == 2 * (16 * 16 * 9 + 2 * 16)
+
+
+def test_count_parameters_all_or_trainable_only():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2))
+    assert count_parameters(model) == (9 * 4 + 4) + (4 + 4) + (4 * 2 + 2) == 58  # buffers are not parameters
+    model[0].requires_grad_(False)
+    assert count_parameters(model) == 58 and count_parameters(model, trainable_only=True) == 58 - 40
+    assert count_parameters(nn.ReLU()) == 0
+
+
+def test_summary_restores_each_submodules_mode():
+    model = resnet6n2(1, 10).train()
+    model.stage1.eval()  # a frozen stage, as a caller may leave it
+    before = {n: m.training for n, m in model.named_modules()}
+    running = model.stem[1].running_mean.clone()
+    model_summary(model, (2, 1, 28, 28), depth=1)
+    assert {n: m.training for n, m in model.named_modules()} == before
+    assert torch.equal(model.stem[1].running_mean, running)  # ran in eval mode: no statistics updated

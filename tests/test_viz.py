@@ -1,11 +1,17 @@
-"""viz.declutter_labels: overlapping labels end up apart, each still pointing at its point."""
+"""Figures of course_utils.viz, checked on what they draw (image data, line data, labels, colours, legends);
+viz.declutter_labels: overlapping labels end up apart, each still pointing at its point."""
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from course_utils import viz  # noqa: E402
+from course_utils.train import History  # noqa: E402
 
 
 def test_declutter_labels_separates_overlapping_labels():
@@ -23,3 +29,112 @@ def test_declutter_labels_separates_overlapping_labels():
     assert [t.xy for t in texts] == points  # each label still points at its own data point
     assert texts[3].xyann == (3, 0)  # a label that overlapped nothing did not move
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- what the figures draw
+
+def _close():
+    plt.close("all")
+
+
+def test_plot_history_draws_train_solid_and_val_dashed():
+    h = History(records=[{"epoch": 1, "train_loss": 2.0, "val_loss": 2.5, "train_acc": 0.3, "val_acc": 0.2},
+                 {"epoch": 2, "train_loss": 1.0, "val_loss": 1.5, "train_acc": 0.6, "val_acc": 0.5}])
+    fig = viz.plot_history({"a": h}, metrics=("loss",))
+    (ax,) = fig.axes
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {"a train", "a val"}
+    assert list(lines["a train"].get_ydata()) == [2.0, 1.0] and lines["a train"].get_linestyle() == "-"
+    assert list(lines["a val"].get_ydata()) == [2.5, 1.5] and lines["a val"].get_linestyle() == "--"
+    assert list(lines["a val"].get_xdata()) == [1, 2] and ax.get_ylabel() == "loss"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a train", "a val"]
+    _close()
+
+
+def test_show_images_scales_uint8_and_writes_captions():
+    images = torch.randint(0, 256, (3, 1, 5, 5), dtype=torch.uint8)
+    fig = viz.show_images(images, ["x", "y", "z"], ncols=2)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(fig.axes) == 4 and len(drawn) == 3  # the fourth cell stays empty
+    for ax, img, caption in zip(drawn, images, "xyz"):
+        np.testing.assert_allclose(ax.images[0].get_array(), img[0].float().numpy() / 255, rtol=1e-6)
+        assert ax.get_title() == caption
+    _close()
+
+
+def test_projections_and_embedding_plot():
+    feats = torch.cat([torch.randn(20, 6, generator=torch.Generator().manual_seed(0)),
+                       torch.randn(20, 6, generator=torch.Generator().manual_seed(1)) + 8])
+    pca = viz.project_2d(feats, "pca")
+    assert pca.shape == (40, 2) and abs(pca[:20, 0].mean() - pca[20:, 0].mean()) > 5  # the first component splits them
+    assert viz.project_2d(feats, "tsne").shape == (40, 2)
+    fig = viz.plot_embeddings({"PCA": pca}, torch.tensor([0] * 20 + [1] * 20), ["a", "b"])
+    (ax,) = fig.axes
+    assert ax.get_title() == "PCA"
+    points = [c.get_offsets() for c in ax.collections]
+    np.testing.assert_allclose(points[0], pca[:20])
+    np.testing.assert_allclose(points[1], pca[20:])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    assert [tuple(c.get_facecolor()[0][:3]) for c in ax.collections] == [
+        tuple(matplotlib.colors.to_rgb(c)) for c in ("C0", "C1")]
+    with pytest.raises(ValueError, match="pca' or 'tsne"):
+        viz.project_2d(feats, "umap")
+    _close()
+
+
+def test_show_attributions_overlays_each_map_on_its_image():
+    images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+    maps = {"CAM": torch.rand(3, 8, 8), "occlusion": torch.rand(3, 8, 8).numpy()}
+    fig = viz.show_attributions(images, maps, row_titles=["a", "b", "c"])
+    axes = np.array(fig.axes).reshape(3, 3)
+    assert [ax.get_title() for ax in axes[0]] == ["", "CAM", "occlusion"]
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["a", "b", "c"]
+    for r in range(3):
+        assert len(axes[r, 0].images) == 1 and all(len(ax.images) == 2 for ax in axes[r, 1:])  # image, then the map
+        np.testing.assert_allclose(axes[r, 0].images[0].get_array(), images[r, 0].numpy() / 255, rtol=1e-6)
+        np.testing.assert_allclose(axes[r, 1].images[1].get_array(), maps["CAM"][r].numpy())
+        np.testing.assert_allclose(axes[r, 2].images[1].get_array(), maps["occlusion"][r])
+    _close()
+
+
+def test_mask_to_rgb_uses_black_for_the_background_and_tab10_after():
+    rgb = viz.mask_to_rgb(torch.tensor([[0, 1], [2, 10]]))
+    assert rgb.shape == (2, 2, 3) and (rgb[0, 0] == 0).all()
+    tab = matplotlib.colormaps["tab10"].colors
+    np.testing.assert_allclose(rgb[0, 1], tab[0])
+    np.testing.assert_allclose(rgb[1, 0], tab[1])
+    np.testing.assert_allclose(rgb[1, 1], tab[9])
+    assert viz.mask_colors(3).shape == (3, 3)
+
+
+def test_show_segmentations_draws_images_masks_titles_and_a_legend():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 1, 8, 8, generator=g)
+    truth, pred = torch.randint(0, 2, (4, 8, 8), generator=g), torch.randint(0, 2, (4, 8, 8), generator=g)
+    fig = viz.show_segmentations(images, {"truth": truth, "pred": pred}, ["bg", "square"])
+    axes = np.array(fig.axes).reshape(3, 4)
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["image", "truth", "pred"]
+    for j in range(4):
+        np.testing.assert_allclose(axes[0, j].images[0].get_array(), images[j, 0].numpy())
+        np.testing.assert_allclose(axes[1, j].images[0].get_array(), viz.mask_to_rgb(truth[j], 2))
+        np.testing.assert_allclose(axes[2, j].images[0].get_array(), viz.mask_to_rgb(pred[j], 2))
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["bg", "square"]
+    np.testing.assert_allclose([h.get_facecolor()[:3] for h in legend.legend_handles], viz.mask_colors(2))
+    _close()
+
+
+@pytest.mark.parametrize("stacks, depth", [(1, 2), (2, 3)])
+def test_draw_hourglass_draws_one_bar_per_level_and_a_skip_per_level(stacks, depth):
+    fig = viz.draw_hourglass(stacks, depth)
+    (ax,) = fig.axes
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(bars) == 2 + 2 * stacks * depth  # stem, head, and per module one bar per level down and up
+    heights = sorted({round(b.get_height(), 6) for b in bars})
+    assert heights == sorted(round(1 / 2**level, 6) for level in range(depth + 1))  # bar height = the map's side
+    arrows = [p for p in ax.patches if not isinstance(p, Rectangle)]
+    assert len(arrows) == len(bars) + stacks * depth  # an intra-skip loop per bar, an inter-skip arc per level
+    texts = [t.get_text() for t in ax.texts]
+    assert [f"hourglass module {s + 1}" in texts for s in range(stacks)] == [True] * stacks
+    assert ax.get_title().startswith(f"Hourglass({stacks}, width)")
+    _close()

@@ -1,5 +1,6 @@
 """Looking inside a trained network: ``maps`` (CAM, Grad-CAM, occlusion sensitivity), ``receptive``
-(receptive fields, computed and measured), ``filters`` (top-activating patches, filter ablation)."""
+(receptive fields: computed, tabled layer by layer, and measured), ``filters`` (top-activating patches,
+filter ablation)."""
 
 from course_utils.interpret.filters import (AblationEffect, TopPatches, ablate_filters, ablation_effect,
                                             class_selectivity, cut_patch, max_responses, top_activating_patches)

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.interpret.maps import _eval_mode
+from course_utils.features import predict
+from course_utils.hooks import eval_mode
 from course_utils.interpret.receptive import Field, _run_to, receptive_field
 
 
@@ -60,7 +61,7 @@ def top_activating_patches(model: nn.Module, layer_name: str, filter_idx: int, i
     layer = model.get_submodule(layer_name)
     field = receptive_field(model, layer_name)
     best_v, best_i = torch.empty(0), torch.empty(0, dtype=torch.long)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for s in range(0, len(images), batch_size):
             out = _run_to(model, layer, images[s:s + batch_size])
             if not 0 <= filter_idx < out.shape[1]:
@@ -88,7 +89,7 @@ def max_responses(model: nn.Module, layer_names: Sequence[str], images: torch.Te
     handles = [layer.register_forward_hook(lambda m, i, o, name=name: store.__setitem__(name, o))
                for name, layer in layers.items()]
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for s in range(0, len(images), batch_size):
                 model(images[s:s + batch_size])
                 for name in layer_names:
@@ -166,15 +167,17 @@ def ablation_effect(model: nn.Module, filters: Mapping[str, Sequence[int]], load
                     before: torch.Tensor | None = None) -> AblationEffect:
     """Compare the model's predictions over ``loader`` (in order) with and without ``filters``; pass the
     intact predictions as ``before`` to avoid recomputing them for every ablation."""
-    from course_utils.train import predict
-
     if getattr(loader, "shuffle", False):
         raise ValueError("ablation_effect compares predictions image by image: give a loader with shuffle=False")
     targets = torch.cat([y for _, y in loader]).cpu()
-    with _eval_mode(model):
+    with eval_mode(model):
         before = predict(model, loader).argmax(1) if before is None else before
         with ablate_filters(model, filters):
             after = predict(model, loader).argmax(1)
     right, wrong_now = before == targets, after != targets
     return AblationEffect(right.float().mean().item(), (after == targets).float().mean().item(),
                           (right & wrong_now).nonzero().flatten())
+
+
+__all__ = ["AblationEffect", "TopPatches", "ablate_filters", "ablation_effect", "class_selectivity", "cut_patch",
+           "max_responses", "top_activating_patches"]

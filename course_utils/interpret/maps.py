@@ -19,31 +19,20 @@ train/eval mode it had.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from course_utils.hooks import eval_mode
+
 
 def _resolve(model: nn.Module, layers: Sequence[nn.Module | str] | nn.Module | str) -> list[nn.Module]:
     if isinstance(layers, (str, nn.Module)):
         layers = [layers]
     return [model.get_submodule(l) if isinstance(l, str) else l for l in layers]
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode and restore the caller's train/eval flags afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.training = training
 
 
 def gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
@@ -64,7 +53,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | tor
     targets = [ClassifierOutputTarget(int(t)) for t in torch.as_tensor(targets).tolist()]
     if len(targets) != len(images):
         raise ValueError(f"{len(images)} images but {len(targets)} targets")
-    with _eval_mode(model), GradCAM(model=model, target_layers=target_layers) as cam:
+    with eval_mode(model), GradCAM(model=model, target_layers=target_layers) as cam:
         maps = cam(input_tensor=images, targets=targets)
     return maps
 
@@ -80,7 +69,7 @@ def gradcam_reference(model: nn.Module, images: torch.Tensor, targets: Sequence[
     store = {}
     handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
     try:
-        with _eval_mode(model):
+        with eval_mode(model):
             logits = model(images)
             score = logits.gather(1, torch.as_tensor(targets).long().view(-1, 1)).sum()
             (grads,) = torch.autograd.grad(score, store["A"])
@@ -114,7 +103,7 @@ def cam(model: nn.Module, images: torch.Tensor, class_idx: int | Sequence[int] |
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"model.{fc} must be the nn.Linear after global pooling, got {type(linear).__name__}; "
                         f"pass its name as fc=...")
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         A = model.forward_features(images)  # (B, K, h, w)
         if A.ndim != 4 or A.shape[1] != linear.in_features:
             raise ValueError(f"forward_features gives {tuple(A.shape)}, but {fc} expects {linear.in_features} "
@@ -163,7 +152,7 @@ def occlusion_sensitivity(model: nn.Module, image: torch.Tensor, window: int = 1
     lefts = torch.arange(n_c, device=image.device).repeat(n_r) * stride
     rows, cols = torch.arange(H, device=image.device), torch.arange(W, device=image.device)
     conf = torch.empty(n_r * n_c)
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         predicted = int(model(image[None]).argmax(1))
         for s in range(0, n_r * n_c, batch_size):
             t, l = tops[s:s + batch_size, None], lefts[s:s + batch_size, None]
@@ -206,7 +195,7 @@ def explain(model: nn.Module, image: torch.Tensor, layer: str, target: int | Non
     """CAM, Grad-CAM and occlusion sensitivity of one image ``(C, H, W)`` side by side, each ``(H, W)`` in
     [0, 1] (occlusion as its normalised *drop*, so that for all three "hot" means "needed"). ``target`` is
     the class explained (the prediction by default); ``layer`` the one Grad-CAM hooks."""
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         predicted = int(model(image[None]).argmax(1))
     target = predicted if target is None else int(target)
     H, W = image.shape[-2:]
@@ -219,3 +208,7 @@ def explain(model: nn.Module, image: torch.Tensor, layer: str, target: int | Non
     pad = window // 2
     occ = F.pad(occ, (pad, W - pad - occ.shape[1], pad, H - pad - occ.shape[0]))  # negative pads crop
     return {"CAM": cam_map, "Grad-CAM": grad_map, "occlusion": occ}
+
+
+__all__ = ["cam", "explain", "gradcam", "gradcam_reference", "normalize_maps", "occlusion_object_share",
+           "occlusion_sensitivity"]

@@ -13,7 +13,8 @@ Unit ``(i, j)`` then sees rows ``start + i * jump ... start + i * jump + size - 
 columns). Point-wise layers (activations, normalisation, dropout) change nothing: by the usual
 convention a normalisation counts as point-wise even when its statistics pool over the image.
 
-``receptive_field_of_stack`` folds the recurrence over a list of layers. ``receptive_field`` finds the
+``receptive_field_of_stack`` folds the recurrence over a list of layers; ``receptive_field_table`` lists it
+layer by layer in the order a forward pass runs them. ``receptive_field`` finds the
 path by tracing the model's ``forward`` with ``torch.fx``, so it also handles residual networks: where
 branches meet (``a + b``, ``torch.cat``) the field is the union of the branches' fields, which is the
 field of the longest path when the shortcut is an identity, a subsampling or a 1x1 conv. It is the
@@ -28,12 +29,13 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Iterator, Sequence
 
+import pandas as pd
 import torch
 import torch.fx
 from torch import nn
 
-from course_utils.interpret.maps import _eval_mode
-from course_utils.norms import _AffineNorm
+from course_utils.hooks import eval_mode
+from course_utils.layers.norms import _AffineNorm
 
 Pair = tuple[int, int]
 
@@ -98,6 +100,36 @@ def receptive_field_of_stack(layers: Sequence[nn.Module]) -> Field:
                             f"{type(layer).__name__}; leave it out if it does not change the spatial layout")
         fields.append(f)
     return reduce(Field.then, fields, IDENTITY)
+
+
+def receptive_field_table(model: nn.Module, input_shape: Sequence[int]) -> pd.DataFrame:
+    """One row per conv / pooling layer, in the order the forward pass runs them: ``layer``, ``type``,
+    ``kernel``, ``stride``, ``output size``, ``jump`` and ``receptive field`` (pixels of the input).
+
+    The order comes from hooks on one zero batch of ``input_shape`` ``(B, C, H, W)``, so branches and
+    residual shortcuts are listed as they run. ``kernel`` is a dilated conv's span, ``d (k - 1) + 1``.
+    """
+    order, handles = [], []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            handles.append(m.register_forward_hook(lambda mod, i, o, name=name: order.append((name, mod, o.shape[-1]))))
+    try:
+        with eval_mode(model), torch.no_grad():
+            p = next(model.parameters())
+            model(torch.zeros(*input_shape, device=p.device, dtype=p.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    field, rows = IDENTITY, []
+    for name, m, size in order:
+        own = layer_field(m)
+        if len(set(own.size)) != 1 or len(set(own.jump)) != 1:
+            raise ValueError(f"{name} is not square (kernel {m.kernel_size}, stride {m.stride}); the table lists one "
+                             f"side per layer")
+        field = field.then(own)
+        rows.append({"layer": name, "type": type(m).__name__, "kernel": own.size[0], "stride": own.jump[0],
+                     "output size": size, "jump": field.jump[0], "receptive field": field.size[0]})
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------------- through the graph
@@ -279,7 +311,7 @@ def gradient_field(model: nn.Module, layer_name: str, image: torch.Tensor, posit
     a max-pool that picks another pixel can make it zero inside too."""
     layer = model.get_submodule(layer_name)
     x = image[None].detach().clone().requires_grad_(True)
-    with _eval_mode(model):
+    with eval_mode(model):
         out = _run_to(model, layer, x)
         (grad,) = torch.autograd.grad(out[0, :, position[0], position[1]].sum(), x)
     return grad[0].abs().sum(0)
@@ -291,3 +323,7 @@ def nonzero_box(m: torch.Tensor) -> tuple[int, int, int, int]:
     if not len(rows):
         raise ValueError("the map is zero everywhere")
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+__all__ = ["Field", "IDENTITY", "gradient_field", "layer_field", "nonzero_box", "receptive_field",
+           "receptive_field_of_stack", "receptive_field_table"]

@@ -10,6 +10,10 @@ Two augmented views ``v, v'`` of an image pass through two networks:
 The online network predicts the target's projection of the *other* view. With both vectors
 L2-normalised, the squared distance is ``2 - 2 cos(q, z')`` (eq. 2), and the loss is symmetrised by
 swapping the views (eq. 4). ``tau`` rises from ``base`` to 1 on a cosine schedule (section 3.2).
+
+This module holds the architecture only: ``BYOL.forward`` returns the predictions and target projections,
+the loss is ``course_utils.losses.symmetric_byol_loss`` and the loop is ``course_utils.train.fit`` (via
+``train_byol``, with ``update_target`` as its after-step hook).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -26,21 +29,6 @@ def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     """BYOL's projector / predictor (section 3.3): linear -> batch norm -> ReLU -> linear."""
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
                          nn.Linear(hidden_dim, out_dim))
-
-
-def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ``||p/|p| - z/|z| ||^2 = 2 - 2 cos(p, z)`` (BYOL eq. 2); ``p, z`` are ``(B, D)``.
-
-    ``z`` is the target's projection: the caller computes it without gradients.
-    """
-    if p.ndim != 2 or p.shape != z.shape:
-        raise ValueError(f"p and z must both be (B, D), got {tuple(p.shape)} and {tuple(z.shape)}")
-    return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
-
-
-def symmetric_byol_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    """BYOL eq. 4: each view's prediction regresses the target projection of the other view, summed."""
-    return byol_loss(p1, z2) + byol_loss(p2, z1)
 
 
 def byol_tau(step: int, total: int, base: float = 0.99) -> float:
@@ -62,7 +50,7 @@ class BYOL(nn.Module):
         projector_dim: size of the projection ``z`` (and of the prediction ``q``).
         hidden_dim: hidden width of projector and predictor.
         predictor: ``False`` replaces the predictor by the identity (an ablation that collapses).
-        feature_dim: channels of ``forward_features``; read from ``backbone.widths[-1]`` when omitted.
+        feature_dim: channels of ``forward_features``; read from ``backbone.num_features`` when omitted.
     """
 
     def __init__(self, backbone: nn.Module, projector_dim: int = 128, hidden_dim: int = 512,
@@ -72,10 +60,10 @@ class BYOL(nn.Module):
             raise TypeError(f"{type(backbone).__name__} has no forward_features; pass a course_utils model "
                             "such as resnet6n2(...)")
         if feature_dim is None:
-            if not hasattr(backbone, "widths"):
+            if not hasattr(backbone, "num_features"):
                 raise ValueError("cannot tell the backbone's feature size: pass feature_dim=<channels of "
                                  "forward_features>")
-            feature_dim = backbone.widths[-1]
+            feature_dim = backbone.num_features
         self.backbone = backbone
         self.projector = mlp_head(feature_dim, hidden_dim, projector_dim)
         self.predictor = mlp_head(projector_dim, hidden_dim, projector_dim) if predictor else nn.Identity()
@@ -98,10 +86,12 @@ class BYOL(nn.Module):
         """Online projection ``z = g(f(x))`` of ``(B, C, H, W)`` images: ``(B, projector_dim)``."""
         return self.projector(self.backbone.forward_features(x).mean((2, 3)))
 
-    def forward(self, views: torch.Tensor) -> torch.Tensor:
-        """``views`` ``(B, 2C, H, W)``: two augmented views stacked on the channel axis -> the symmetric loss.
+    def forward(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``views`` ``(B, 2C, H, W)``, two augmented views stacked on the channel axis -> ``(p1, p2, z1, z2)``,
+        each ``(B, projector_dim)``: the online predictions of view 1 and 2 and the target projections (no gradient).
 
         Both views go through each network as one batch of ``2B`` images, so batch norm sees both.
+        The loss is ``symmetric_byol_loss(*byol(views))``.
         """
         if views.ndim != 4 or views.shape[1] % 2:
             raise ValueError(f"views must be (B, 2C, H, W), the two views on the channel axis; got {tuple(views.shape)}")
@@ -111,7 +101,7 @@ class BYOL(nn.Module):
         with torch.no_grad():
             z = self.target_projector(self.target_backbone.forward_features(x).mean((2, 3)))
         z1, z2 = z.chunk(2)
-        return symmetric_byol_loss(p1, p2, z1, z2)
+        return p1, p2, z1, z2
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
@@ -124,3 +114,6 @@ class BYOL(nn.Module):
                 t.mul_(tau).add_(o.detach(), alpha=1 - tau)
             for o, t in zip(online.buffers(), target.buffers()):
                 t.copy_(o)
+
+
+__all__ = ["BYOL", "byol_tau", "mlp_head"]

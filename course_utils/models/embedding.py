@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+__all__ = ["EmbeddingClassifier", "EmbeddingNet", "PooledFeatures", "TripletNet"]
+
 
 class PooledFeatures(nn.Module):
     """A backbone's globally mean-pooled features ``(B, C)``, e.g. as frozen features for a linear probe."""
@@ -25,11 +27,21 @@ class PooledFeatures(nn.Module):
 
 
 class EmbeddingNet(nn.Module):
-    """``backbone.forward_features`` -> mean pool -> linear -> (optionally) L2 normalise: ``(B, D)``."""
+    """``backbone.forward_features`` -> mean pool -> linear -> (optionally) L2 normalise: ``(B, embed_dim)``.
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, embed_dim: int = 32, normalize: bool = True):
+    ``feature_dim`` (channels of ``backbone.forward_features``) is read from ``backbone.num_features`` when
+    omitted; ``num_features`` of the embedding net is ``embed_dim``.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int | None = None, embed_dim: int = 32,
+                 normalize: bool = True):
         super().__init__()
-        self.backbone, self.normalize = backbone, normalize
+        if feature_dim is None:
+            if not hasattr(backbone, "num_features"):
+                raise ValueError(f"cannot tell the feature size of a {type(backbone).__name__}: pass feature_dim=<"
+                                 f"channels of its forward_features>")
+            feature_dim = backbone.num_features
+        self.backbone, self.normalize, self.num_features = backbone, normalize, embed_dim
         self.proj = nn.Linear(feature_dim, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,9 +72,16 @@ class EmbeddingClassifier(nn.Module):
 
     def __init__(self, embed: nn.Module, embed_dim: int):
         super().__init__()
-        self.embed = embed
+        self.embed, self.num_features = embed, embed_dim
         self.head = nn.Linear(embed_dim, 1)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding ``(B, embed_dim)``."""
+        return self.embed(x)
+
+    def forward_head(self, z: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """``(B, 1 + embed_dim)``: the logit, then the embedding; ``pre_logits=True`` returns the embedding alone."""
+        return z if pre_logits else torch.cat([self.head(z), z], 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.embed(x)
-        return torch.cat([self.head(z), z], 1)
+        return self.forward_head(self.forward_features(x))

@@ -15,7 +15,8 @@ model          how detail reaches the output                                   p
 The hourglass has two kinds of skip connection, which the ablation switches off one at a time:
 
 - *intra* skips: each down and up block is residual, ``act(F(x) + shortcut(x))`` (He et al. 2016), with a
-  1x1 conv + norm as shortcut where the width changes;
+  1x1 conv + norm as shortcut where the width changes (``BasicBlock(shortcut="projection")``; without intra
+  skips ``shortcut="none"``, as in U-Net's and FCN's plain double convs);
 - *inter* skips: the decoder's map at each resolution is summed with the encoder's map of the same
   resolution (as in Newell et al.'s hourglass), so fine detail need not squeeze through the bottleneck.
 
@@ -32,16 +33,16 @@ convolutions run at 1/2 resolution or less (a 4x saving at the top level).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.models.vgg import ACTIVATIONS, ActArg, make_act  # one activation table for all models
-from course_utils.norms import make_norm
+from course_utils.layers.blocks import BasicBlock, conv_norm, kaiming_init
+from course_utils.layers.norms import ActArg, NormArg, make_act
 
-NormArg = str | Callable[[int], nn.Module]
+__all__ = ["DeepLabV3", "FCN32s", "Hourglass", "HourglassModule", "UNet", "bilinear_kernel"]
 
 
 def _check_positive(**values: float) -> None:
@@ -56,41 +57,6 @@ def _check_divisible(x: torch.Tensor, factor: int, model: str) -> None:
                          f"pad or crop the images, or use fewer down-sampling levels")
 
 
-class ConvBlock(nn.Module):
-    """Two 3x3 convs, each followed by norm and activation; ``residual`` adds a shortcut before the last activation.
-
-    ``act(norm(conv(act(norm(conv(x)))))`` without, ``act(norm(conv(act(norm(conv(x))))) + shortcut(x))`` with;
-    the shortcut is the identity when shape is kept, else a (strided) 1x1 conv + norm.
-    """
-
-    def __init__(self, cin: int, cout: int, residual: bool = True, norm: NormArg = "bn", act: ActArg = "relu",
-                 stride: int = 1, dilation: int = 1):
-        super().__init__()
-        bias = norm == "none"  # a conv followed by a norm needs no bias; without a norm it does
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=bias)
-        self.norm1, self.act1 = make_norm(norm, cout), make_act(act)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation, bias=bias)
-        self.norm2, self.act2 = make_norm(norm, cout), make_act(act)
-        self.shortcut = None
-        if residual:
-            self.shortcut = nn.Identity() if (cin == cout and stride == 1) else nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=bias), make_norm(norm, cout))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x)))))
-        if self.shortcut is not None:
-            out = out + self.shortcut(x)
-        return self.act2(out)
-
-
-def _init_convs(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 class HourglassModule(nn.Module):
     """One encoder-decoder: ``depth`` down blocks (max-pool, then a block doubling the width), ``depth`` up blocks."""
 
@@ -99,8 +65,9 @@ class HourglassModule(nn.Module):
         super().__init__()
         widths = [width * 2**i for i in range(depth + 1)]
         self.inter_skip = inter_skip
-        self.down = nn.ModuleList(ConvBlock(widths[i], widths[i + 1], intra_skip, norm, act) for i in range(depth))
-        self.up = nn.ModuleList(ConvBlock(widths[i + 1], widths[i], intra_skip, norm, act) for i in range(depth))
+        shortcut = "projection" if intra_skip else "none"
+        self.down = nn.ModuleList(BasicBlock(widths[i], widths[i + 1], 1, shortcut, norm, act) for i in range(depth))
+        self.up = nn.ModuleList(BasicBlock(widths[i + 1], widths[i], 1, shortcut, norm, act) for i in range(depth))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -122,7 +89,7 @@ class Hourglass(nn.Module):
         width: channels at full resolution; each of the ``depth`` levels doubles them.
         intra_skip: residual shortcuts inside the down and up blocks.
         inter_skip: sum the encoder's map into the decoder's at every resolution.
-        norm: a name in ``course_utils.norms.NORMS`` (``"none"`` removes normalization) or a callable.
+        norm: a name in ``course_utils.layers.norms.NORMS`` (``"none"`` removes normalization) or a callable.
         act: ``"relu"``, ``"gelu"``, ``"none"`` (no non-linearity anywhere) or a callable.
         dropout: channel dropout (``nn.Dropout2d``) after every module, before the next one or the head.
         depth: down-sampling levels per module; H and W must be divisible by ``2**depth``.
@@ -135,15 +102,15 @@ class Hourglass(nn.Module):
         _check_positive(stacks=stacks, width=width, num_classes=num_classes, in_channels=in_channels, depth=depth)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.depth, bias = depth, norm == "none"
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=bias), make_norm(norm, width),
-                                  make_act(act))
+        self.depth = depth
+        self.stem = nn.Sequential(*conv_norm(in_channels, width, 3, norm=norm), make_act(act))
         self.stacks = nn.ModuleList(HourglassModule(width, depth, intra_skip, inter_skip, norm, act)
                                     for _ in range(stacks))
         self.dropout = nn.Dropout2d(dropout)
-        self.head = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=bias), make_norm(norm, width),
-                                  make_act(act), nn.Conv2d(width, num_classes, 1))
-        _init_convs(self)
+        self.num_features = width
+        self.head = nn.Sequential(*conv_norm(width, width, 3, norm=norm), make_act(act),
+                                  nn.Conv2d(width, num_classes, 1))
+        kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, H, W)`` -> ``(B, width, H, W)``."""
@@ -174,12 +141,13 @@ class UNet(nn.Module):
         _check_positive(width=width, depth=depth, num_classes=num_classes, in_channels=in_channels)
         self.depth = depth
         w = [width * 2**i for i in range(depth + 1)]
-        self.enc = nn.ModuleList([ConvBlock(in_channels, w[0], False, norm, act)] +
-                                 [ConvBlock(w[i], w[i + 1], False, norm, act) for i in range(depth)])
+        self.enc = nn.ModuleList([BasicBlock(in_channels, w[0], 1, "none", norm, act)] +
+                                 [BasicBlock(w[i], w[i + 1], 1, "none", norm, act) for i in range(depth)])
         self.upconv = nn.ModuleList(nn.ConvTranspose2d(w[i + 1], w[i], 2, stride=2) for i in range(depth))
-        self.dec = nn.ModuleList(ConvBlock(2 * w[i], w[i], False, norm, act) for i in range(depth))
+        self.dec = nn.ModuleList(BasicBlock(2 * w[i], w[i], 1, "none", norm, act) for i in range(depth))
+        self.num_features = w[0]
         self.head = nn.Conv2d(w[0], num_classes, 1)
-        _init_convs(self)
+        kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, H, W)`` -> ``(B, width, H, W)``."""
@@ -231,17 +199,17 @@ class FCN32s(nn.Module):
         layers, cin = [], in_channels
         for i in range(pools):
             cout = width * 2 ** min(i, 3)
-            layers += [ConvBlock(cin, cout, False, norm, "relu"), nn.MaxPool2d(2)]
+            layers += [BasicBlock(cin, cout, 1, "none", norm, "relu"), nn.MaxPool2d(2)]
             cin = cout
         self.backbone = nn.Sequential(*layers)
-        fc, bias = 2 * cin, norm == "none"
+        fc = self.num_features = 2 * cin
         self.conv67 = nn.Sequential(
-            nn.Conv2d(cin, fc, 3, padding=1, bias=bias), make_norm(norm, fc), nn.ReLU(), nn.Dropout2d(dropout),
-            nn.Conv2d(fc, fc, 1, bias=bias), make_norm(norm, fc), nn.ReLU(), nn.Dropout2d(dropout))
+            *conv_norm(cin, fc, 3, norm=norm), nn.ReLU(), nn.Dropout2d(dropout),
+            *conv_norm(fc, fc, 1, norm=norm), nn.ReLU(), nn.Dropout2d(dropout))
         self.score = nn.Conv2d(fc, num_classes, 1)
         s = self.stride
         self.upsample = nn.ConvTranspose2d(num_classes, num_classes, 2 * s, stride=s, padding=s // 2, bias=False)
-        _init_convs(self)
+        kaiming_init(self)
         with torch.no_grad():
             self.upsample.weight.copy_(bilinear_kernel(num_classes, s))
 
@@ -279,19 +247,17 @@ class DeepLabV3(nn.Module):
         _check_positive(width=width, num_classes=num_classes, in_channels=in_channels)
         if not rates or any(not (isinstance(r, int) and r >= 1) for r in rates):
             raise ValueError(f"rates must be a non-empty sequence of integers >= 1, got {rates!r}")
-        self.stride, bias = 8, norm == "none"
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=bias), make_norm(norm, width),
-                                  nn.ReLU())
+        self.stride = 8
+        self.stem = nn.Sequential(*conv_norm(in_channels, width, 3, norm=norm), nn.ReLU())
         self.layers = nn.Sequential(
-            ConvBlock(width, 2 * width, True, norm, "relu", stride=2),
-            ConvBlock(2 * width, 4 * width, True, norm, "relu", stride=2),
-            ConvBlock(4 * width, 8 * width, True, norm, "relu", stride=2),
-            ConvBlock(8 * width, 8 * width, True, norm, "relu", dilation=2))  # atrous instead of a 4th stride
-        c = 8 * width
-        self.aspp = ASPP(c, list(rates), out_channels=c)
-        self.classifier = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
-                                        nn.Conv2d(c, num_classes, 1))
-        _init_convs(self)
+            BasicBlock(width, 2 * width, 2, "projection", norm),
+            BasicBlock(2 * width, 4 * width, 2, "projection", norm),
+            BasicBlock(4 * width, 8 * width, 2, "projection", norm),
+            BasicBlock(8 * width, 8 * width, 1, "projection", norm, dilation=2))  # atrous instead of a 4th stride
+        c = self.num_features = 8 * width
+        self.aspp = ASPP(c, list(rates), out_channels=c)  # torchvision's ASPP has its own nn.BatchNorm2d
+        self.classifier = nn.Sequential(*conv_norm(c, c, 3, norm=norm), nn.ReLU(), nn.Conv2d(c, num_classes, 1))
+        kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_channels, H, W)`` -> ``(B, 8 * width, H / 8, W / 8)``."""
@@ -306,12 +272,3 @@ class DeepLabV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-__all__ = ["ACTIVATIONS", "ConvBlock", "DeepLabV3", "FCN32s", "Hourglass", "HourglassModule", "UNet",
-           "bilinear_kernel", "count_parameters", "make_act"]

@@ -20,8 +20,9 @@ fc                 num_classes     (global mean pool, then linear)
 =================  ==============  ===============  ================
 
 Every layer has a name (``features.conv3``, ``features.relu3``, ``features.pool1``), so
-``course_utils.interpret`` finds it by name. Without a norm each conv has a bias, and turning a
-filter off (zeroing its output channel) is the same as zeroing its weights and bias.
+``course_utils.interpret`` finds it by name. Without a norm (``"none"``, or any norm that builds an
+``nn.Identity``) each conv has a bias and no ``norm<i>`` layer, and turning a filter off (zeroing its output
+channel) is the same as zeroing its weights and bias.
 """
 
 from __future__ import annotations
@@ -32,16 +33,19 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from course_utils.norms import make_norm
+from course_utils.layers.blocks import conv_norm
+from course_utils.layers.norms import NormArg, is_identity
+
+__all__ = ["SmallVGG"]
 
 
 class SmallVGG(nn.Module):
     """``len(widths)`` stages of two 3x3 convs (padding 1) with ReLU, a 2x2 max-pool between stages,
-    then ``fc`` after a global mean pool. ``norm`` (a name in ``course_utils.norms.NORMS`` or a callable)
-    goes after each conv; ``"none"`` by default."""
+    then ``fc`` after a global mean pool. ``norm`` (a name in ``course_utils.layers.norms.NORMS`` or a
+    callable) goes after each conv; ``"none"`` by default."""
 
     def __init__(self, widths: Sequence[int] = (32, 64, 128), num_classes: int = 10, in_channels: int = 1,
-                 norm="none"):
+                 norm: NormArg = "none"):
         super().__init__()
         widths = tuple(widths)
         if not widths or any(w < 1 for w in widths):
@@ -52,14 +56,14 @@ class SmallVGG(nn.Module):
         for stage, w in enumerate(widths, start=1):
             for _ in range(2):
                 n += 1
-                layers[f"conv{n}"] = nn.Conv2d(cin, w, 3, padding=1, bias=norm == "none")
-                if norm != "none":
-                    layers[f"norm{n}"] = make_norm(norm, w)
+                layers[f"conv{n}"], norm_layer = conv_norm(cin, w, 3, norm=norm)
+                if not is_identity(norm_layer):
+                    layers[f"norm{n}"] = norm_layer
                 layers[f"relu{n}"] = nn.ReLU()
                 cin = w
             if stage < len(widths):
                 layers[f"pool{stage}"] = nn.MaxPool2d(2)
-        self.widths = widths
+        self.widths, self.num_features = widths, widths[-1]
         self.features = nn.Sequential(layers)
         self.fc = nn.Linear(widths[-1], num_classes)
 

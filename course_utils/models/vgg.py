@@ -17,8 +17,9 @@ stage2     the same with 2b channels                               2b x 7 x 7
 head       global mean pool, linear                                num_classes
 =========  ======================================================  ==============
 
-A block is ``act(norm(conv(act(norm(conv(x))))) + shortcut(x))``; where the block changes the shape,
-the shortcut is ResNet's parameter-free "option A" (subsample, zero-pad the new channels), so the
+A block (``course_utils.layers.blocks.BasicBlock``) is ``act(norm(conv(act(norm(conv(x))))) + shortcut(x))``;
+where the block changes the shape, the shortcut is ResNet's parameter-free "option A" (subsample, zero-pad
+the new channels; ``shortcut="zeropad"``), and without skips there is none (``shortcut="none"``), so the
 max-pool and stride versions, and the versions with and without skips, have exactly the same
 parameters. ``feature_block="transformer"`` replaces the last stage's blocks with a small transformer
 encoder over its H x W positions (tokens), with learned position embeddings (Dosovitskiy et al., 2021).
@@ -29,56 +30,18 @@ max-pooling every ``pool_every`` convs, then fully connected layers; every knob 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from course_utils.models.resnet import ShortcutA
-from course_utils.norms import make_norm
+from course_utils.layers.blocks import BasicBlock, conv_norm, kaiming_init
+from course_utils.layers.norms import ActArg, NormArg, make_act
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
+__all__ = ["DOWNSAMPLES", "FEATURE_BLOCKS", "SimpleCNN", "TransformerStage", "VGGResNet"]
+
 DOWNSAMPLES = ("maxpool", "stride")
 FEATURE_BLOCKS = ("conv", "transformer")
-
-ActArg = str | Callable[[], nn.Module]
-
-
-def make_act(act: ActArg) -> nn.Module:
-    """An activation module from a name in ``ACTIVATIONS`` or a callable ``() -> nn.Module``."""
-    if isinstance(act, str):
-        if act not in ACTIVATIONS:
-            raise ValueError(f"Unknown activation {act!r}; choose one of {sorted(ACTIVATIONS)} or pass a callable "
-                             f"() -> nn.Module such as nn.SiLU")
-        return ACTIVATIONS[act]()
-    if not callable(act):
-        raise TypeError(f"act must be a name or a callable, got {type(act).__name__}")
-    return act()
-
-
-class VGGBlock(nn.Module):
-    """Two 3x3 convs, each followed by a norm, with the activation after each; ``skip`` adds the shortcut
-    before the second activation (a ResNet basic block), without it the block is two VGG layers."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1, skip: bool = True, norm="bn", act: ActArg = "relu"):
-        super().__init__()
-        bias = norm == "none"  # a conv followed by a norm needs no bias; without a norm it does
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
-        self.norm1 = make_norm(norm, cout)
-        self.act1 = make_act(act)
-        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=bias)
-        self.norm2 = make_norm(norm, cout)
-        self.act2 = make_act(act)
-        self.skip = skip
-        if skip:
-            self.shortcut = ShortcutA(cin, cout, stride) if (stride != 1 or cin != cout) else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.norm1(self.conv1(x)))
-        out = self.norm2(self.conv2(out))
-        if self.skip:
-            out = out + self.shortcut(x)
-        return self.act2(out)
 
 
 class TransformerStage(nn.Module):
@@ -131,7 +94,7 @@ class VGGResNet(nn.Module):
         downsample: ``"maxpool"`` (a 2x2 max-pool starts every stage) or ``"stride"`` (the first conv of
             every stage has stride 2).
         skip: residual shortcuts around every block (``False``: a plain VGG-style stack).
-        norm: a name in ``course_utils.norms.NORMS`` (``"none"`` gives the convs a bias) or a callable.
+        norm: a name in ``course_utils.layers.norms.NORMS`` (``"none"`` gives the convs a bias) or a callable.
         act: ``"relu"``, ``"gelu"``, ``"none"`` (identity: no non-linearity in the blocks or stem) or a callable.
         feature_block: ``"conv"``, or ``"transformer"`` for a transformer encoder as the last stage.
         stages: number of stages, each halving the map (a 28x28 input: 14x14 then 7x7 with two).
@@ -139,7 +102,7 @@ class VGGResNet(nn.Module):
         heads: attention heads of the transformer stage.
     """
 
-    def __init__(self, blocks: int, width: int, downsample: str = "maxpool", skip: bool = True, norm="bn",
+    def __init__(self, blocks: int, width: int, downsample: str = "maxpool", skip: bool = True, norm: NormArg = "bn",
                  act: ActArg = "relu", feature_block: str = "conv", num_classes: int = 10, in_channels: int = 1,
                  stages: int = 2, input_size: int = 28, heads: int = 4):
         super().__init__()
@@ -159,9 +122,7 @@ class VGGResNet(nn.Module):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.blocks, self.width, self.downsample = blocks, width, downsample
         self.skip, self.feature_block = skip, feature_block
-        bias = norm == "none"
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=bias), make_norm(norm, width),
-                                  make_act(act))
+        self.stem = nn.Sequential(*conv_norm(in_channels, width, 3, norm=norm), make_act(act))
         stage_list, cin, size = [], width, input_size
         for i in range(stages):
             w = width * 2 ** i
@@ -173,18 +134,15 @@ class VGGResNet(nn.Module):
             else:
                 stride = 2 if downsample == "stride" else 1
                 layers = [nn.MaxPool2d(2)] if downsample == "maxpool" else []
-                layers += [VGGBlock(cin if j == 0 else w, w, stride if j == 0 else 1, skip, norm, act)
+                shortcut = "zeropad" if skip else "none"
+                layers += [BasicBlock(cin if j == 0 else w, w, stride if j == 0 else 1, shortcut, norm, act)
                            for j in range(blocks)]
                 stage_list.append(nn.Sequential(*layers))
             cin = w
         self.stages = nn.Sequential(*stage_list)
         self.num_features = cin
         self.fc = nn.Linear(cin, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W)`` -> the last stage's map ``(B, width * 2**(stages-1), H', W')``."""

@@ -1,0 +1,52 @@
+"""Changing a model for a while and giving it back as it was: train/eval modes, forward hooks.
+
+Every function here is a context manager: it changes the model on entry and restores it on exit, also
+when the body raises (as pytorch-grad-cam's ``with GradCAM(...) as cam:`` releases its hooks). The
+package never leaves a caller's model in another mode or with a hook attached.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in eval mode; restore each submodule's own flag afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+@contextmanager
+def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` (and every submodule) in training mode; restore each submodule's own flag afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+@contextmanager
+def capture_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the outputs of ``module`` in a list while the ``with`` block runs; the hook is removed on exit."""
+    outputs: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda _m, _inp, out: outputs.append(out))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+__all__ = ["capture_output", "eval_mode", "train_mode"]

@@ -1,0 +1,189 @@
+"""Inference and probes: predict and what is built on it, kNN vs scikit-learn, the collapse check, the linear
+probe, batch-norm recalibration and the kNN monitor of BYOL."""
+
+import math
+
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+from torch import nn
+
+from course_utils.features import (KNNProbe, embedding_std, evaluate_segmenter, knn_accuracy, knn_predict,
+                                   linear_probe, pooled_features, predict, predict_proba, recalibrate_batchnorm)
+from course_utils.loader import TensorLoader
+from course_utils.models import BYOL, resnet6n2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: a second thread costs more than it saves, and far more on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def clusters(n=120, d=8, classes=3, seed=0, spread=1.0):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, d, generator=g) * 2
+    y = torch.arange(n) % classes
+    return centres[y] + spread * torch.randn(n, d, generator=g), y
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_knn_matches_scikit_learn_with_cosine_distance(k, weights):
+    bank, y = clusters(150, spread=2.5)
+    queries, _ = clusters(80, seed=1, spread=2.5)
+    ours = knn_predict(bank, y, queries, k=k, weights=weights)
+    sk = KNeighborsClassifier(n_neighbors=k, metric="cosine", weights=weights, algorithm="brute")
+    theirs = sk.fit(bank.numpy(), y.numpy()).predict(queries.numpy())
+    assert ours.tolist() == theirs.tolist()
+
+
+def test_knn_keeps_arbitrary_labels_and_computes_accuracy():
+    bank, y = clusters(90, spread=0.3)
+    labels = torch.tensor([7, 3, 11])[y]  # non-contiguous label values come back as they were
+    queries, yq = clusters(30, seed=0, spread=0.3)
+    pred = knn_predict(bank, labels, queries, k=5)
+    assert set(pred.tolist()) <= {3, 7, 11}
+    assert knn_accuracy(bank, labels, queries, torch.tensor([7, 3, 11])[yq], k=5) == pytest.approx(
+        (pred == torch.tensor([7, 3, 11])[yq]).float().mean().item())
+    with pytest.raises(ValueError, match="k must be"):
+        knn_predict(bank, labels, queries, k=0)
+    with pytest.raises(ValueError, match="weights"):
+        knn_predict(bank, labels, queries, weights="gaussian")
+
+
+def test_distance_weights_give_an_exact_match_all_the_vote():
+    bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.0, 1.0]])
+    labels = torch.tensor([1, 0, 0, 1])
+    assert knn_predict(bank, labels, torch.tensor([[2.0, 0.0]]), k=3, weights="distance").tolist() == [1]
+    assert knn_predict(bank, labels, torch.tensor([[2.0, 0.0]]), k=3, weights="uniform").tolist() == [0]
+
+
+def test_embedding_std_is_one_over_sqrt_d_when_spread_and_zero_when_collapsed():
+    d = 64
+    spread = torch.randn(4000, d, generator=torch.Generator().manual_seed(0))
+    assert embedding_std(spread) == pytest.approx(1 / math.sqrt(d), rel=0.03)
+    collapsed = torch.randn(1, d).repeat(500, 1) * torch.rand(500, 1)  # one direction, any length
+    assert embedding_std(collapsed) < 1e-7
+    nearly = collapsed + 1e-3 * torch.randn(500, d)
+    assert 0 < embedding_std(nearly) < 0.1 / math.sqrt(d)
+    with pytest.raises(ValueError, match="N >= 2"):
+        embedding_std(torch.randn(1, d))
+
+
+def test_linear_probe_separates_clusters_and_fails_on_noise():
+    x0, y0 = clusters(300, d=16, seed=0, spread=0.5)
+    assert linear_probe(x0[:200], y0[:200], x0[200:], y0[200:]) > 0.95
+    noise = torch.randn(300, 16, generator=torch.Generator().manual_seed(5))
+    assert linear_probe(noise[:200], y0[:200], noise[200:], y0[200:]) < 0.6
+    assert linear_probe(x0[:200], y0[:200], x0[200:], y0[200:], Cs=(1.0,)) > 0.95  # fixed C, no search
+
+
+def test_pooled_features_restore_the_mode_and_match_the_backbone():
+    model = resnet6n2(1, 10, norm="torch_bn", widths=(4, 8, 8)).train()
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    f = pooled_features(model, images, batch_size=4, mean=0.5, std=0.25)
+    assert f.shape == (10, 8) and model.training
+    model.eval()
+    with torch.no_grad():
+        expected = model.forward_head(model.forward_features((images.float() / 255 - 0.5) / 0.25), pre_logits=True)
+    torch.testing.assert_close(f, expected)
+
+
+def test_recalibrate_batchnorm_replaces_running_statistics_by_those_of_the_images():
+    model = resnet6n2(1, 2, norm="torch_bn", widths=(4, 8, 8)).eval()
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8)
+    x = (images.float() / 255 - 0.3) / 0.3
+    with torch.no_grad():
+        model.stem[1].running_mean.fill_(5.0)  # stale statistics, e.g. from augmented views
+        stem_out = model.stem[0](x)  # what the first batch norm sees
+        weights = [p.clone() for p in model.parameters()]
+    recalibrate_batchnorm(model, images, batch_size=60, mean=0.3, std=0.3)  # one batch: exact statistics
+    bn = model.stem[1]
+    torch.testing.assert_close(bn.running_mean, stem_out.mean((0, 2, 3)))
+    torch.testing.assert_close(bn.running_var, stem_out.var((0, 2, 3), unbiased=True))
+    assert not model.training and bn.momentum == 0.1  # mode and momentum restored
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))  # weights untouched
+    recalibrate_batchnorm(model, images, batch_size=20, mean=0.3, std=0.3)  # three equal batches: the same mean
+    torch.testing.assert_close(bn.running_mean, stem_out.mean((0, 2, 3)))
+
+
+def toy_data(n=24, size=8):
+    """Bright squares (class 1) on a dark background (class 0): a pixel's class is readable from its value."""
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        r, c = torch.randint(0, size - 3, (2,), generator=g).tolist()
+        masks[i, r:r + 3, c:c + 3] = 1
+    images = masks[:, None].float() * 0.8 + 0.1 * torch.rand(n, 1, size, size, generator=g)
+    return images, masks
+
+
+def tiny_net():
+    return nn.Conv2d(1, 2, 3, padding=1)  # linear: a pixel's class is a threshold on its value
+
+
+def test_predict_proba_and_evaluate():
+    images, masks = toy_data()
+    model = tiny_net().train()
+    p = predict_proba(model, images, batch_size=5)
+    assert p.shape == (24, 2, 8, 8)
+    torch.testing.assert_close(p.sum(1), torch.ones(24, 8, 8))
+    assert model.training  # the caller's mode is restored
+    report = evaluate_segmenter(model, images, masks, max_pixels=500)
+    assert set(report) >= {"mIoU", "mAP", "WGAP", "iou", "ap"} and report["ap"].shape == (2,)
+
+
+def _bn_model():
+    torch.manual_seed(0)
+    model = resnet6n2(1, 3, norm="torch_bn", widths=(4, 8, 8)).train()
+    with torch.no_grad():
+        model(torch.randn(16, 1, 28, 28))  # non-trivial running statistics, so train and eval differ
+    return model
+
+
+def test_predict_runs_in_eval_mode_without_gradients_and_restores_the_mode():
+    model = _bn_model()
+    model.stem[1].train(False)  # a mixed state: one submodule already in eval mode
+    images = torch.randint(0, 256, (10, 1, 28, 28), dtype=torch.uint8)
+    out = predict(model, images, batch_size=4, mean=0.5, std=0.25)
+    assert out.shape == (10, 3) and out.dtype == torch.float32 and not out.requires_grad
+    assert model.training and not model.stem[1].training  # every submodule's own flag is back
+    model.eval()
+    with torch.no_grad():
+        expected = model((images.float() / 255 - 0.5) / 0.25)
+    torch.testing.assert_close(out, expected)
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model((images.float() / 255 - 0.5) / 0.25), expected)  # train mode would differ
+
+
+def test_predict_takes_a_loader_or_images_and_a_forward_function():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(23, 3, generator=g)
+    head = nn.Linear(3, 2)
+    from_loader = predict(head, TensorLoader(feats, torch.zeros(23), 10))
+    from_images = predict(head, feats, batch_size=7)
+    assert torch.equal(from_loader, from_images)  # a row's output does not depend on the batching here
+    torch.testing.assert_close(from_loader, head(feats).detach())
+    doubled = predict(head, feats, forward=lambda x: 2 * head(x))
+    torch.testing.assert_close(doubled, 2 * from_images)
+
+
+def test_knn_probe_watches_without_changing_the_model():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(40) % 2
+    model = BYOL(resnet6n2(1, 2, norm="torch_bn", widths=(4, 8, 8)), projector_dim=8, hidden_dim=16).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    probe = KNNProbe(images[:20], labels[:20], images[20:], labels[20:], k=5, mean=0.3, std=0.3)
+    out = probe(model)
+    assert set(out) == {"knn_acc", "collapse_std"} and 0 <= out["knn_acc"] <= 1 and out["collapse_std"] > 0
+    bank = pooled_features(model.backbone, images[:20], mean=0.3, std=0.3)
+    queries = pooled_features(model.backbone, images[20:], mean=0.3, std=0.3)
+    assert out["knn_acc"] == knn_accuracy(bank, labels[:20], queries, labels[20:], k=5)
+    assert model.training and model.projector.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # running statistics untouched
