@@ -19,7 +19,7 @@ from torch import nn
 
 from benchmarks.common import best_of, report
 from course_utils.layers.deform import DeformConv2d
-from course_utils.models import TwoBlockCNN
+from course_utils.models.deform_nets import TwoBlockCNN
 from course_utils.runtime import seed_everything
 
 # name, C_in, C_out, input size, stride

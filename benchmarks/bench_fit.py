@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from benchmarks.common import MEAN, STD, best_of, report, setup
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
 from course_utils.loader import TensorLoader
-from course_utils.models import reference_resnet
+from course_utils.models.resnet import reference_resnet
 from course_utils.train import fit
 
 

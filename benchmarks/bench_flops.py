@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import best_of, report, setup
-from course_utils.models import reference_resnet
+from course_utils.models.resnet import reference_resnet
 
 
 def matmul_flops_per_s(n: int = 2048) -> float:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from benchmarks.common import MEAN, STD, report, setup
 from course_utils.experiments import run_grid
 from course_utils.loader import TensorLoader
-from course_utils.models import VGGResNet
+from course_utils.models.vgg import VGGResNet
 from course_utils.optim import sgd_one_cycle
 from course_utils.runtime import seed_everything
 from course_utils.train import fit

@@ -17,7 +17,7 @@ from benchmarks.common import MEAN, STD, best_of, report, setup
 from course_utils.data import FASHION_FILES, find_fashion_mnist_dir
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
 from course_utils.loader import TensorLoader
-from course_utils.models import reference_resnet
+from course_utils.models.resnet import reference_resnet
 
 
 def torchvision_dataset(root: Path) -> datasets.FashionMNIST:

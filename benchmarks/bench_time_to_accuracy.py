@@ -21,7 +21,7 @@ from course_utils.data import FASHION_MEAN, FASHION_STD, load_fashion_mnist
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
 from course_utils.loader import TensorLoader
 from course_utils.metrics import accuracy
-from course_utils.models import resnet6n2
+from course_utils.models.resnet import resnet6n2
 from course_utils.optim import sgd_one_cycle
 from course_utils.train import evaluate, fit
 

@@ -58,7 +58,7 @@ import course_utils
 from course_utils import data, metrics, viz
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
 from course_utils.loader import TensorLoader
-from course_utils.models import count_weighted_layers, reference_resnet
+from course_utils.models.resnet import count_weighted_layers, reference_resnet
 from course_utils.train import evaluate, fit
 
 viz.book_style()

@@ -71,10 +71,10 @@ from course_utils.io import atomic_torch_save
 from course_utils.augment import Compose, RandomAffine, RandomCrop, RandomHorizontalFlip, mixup_batch
 from course_utils.loader import MixupLoader, TensorLoader
 from course_utils.losses import soft_target_cross_entropy
-from course_utils.models import SimpleCNN, VGGResNet
-from course_utils.summary import count_parameters, model_summary
+from course_utils.models.vgg import VGGResNet, build_from_config
+from course_utils.summary import count_parameters, model_summary, profile_operators
 from course_utils.optim import OPTIMIZERS
-from course_utils.train import DivergenceError, evaluate, fit
+from course_utils.train import DivergenceError, Snapshots, evaluate, fit
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -208,30 +208,27 @@ fig.tight_layout()
 
 # %%
 BASE = "VGG-ResNet(2,32,maxpool)"
-
-
-def arch(blocks=2, width=32, downsample="maxpool", **changes):
-    return dict(family="vggresnet", blocks=blocks, width=width, downsample=downsample,
-                **{"skip": True, "norm": "torch_bn", "act": "relu", "feature_block": "conv", **changes})
-
-
+# A variant is a config dict: ``family`` names the model class, the other keys are its arguments
+# (``build_from_config`` below turns it into a network). Every row changes the base in one or two keys.
+VGG_BASE = dict(family="vggresnet", blocks=2, width=32, downsample="maxpool", skip=True, norm="torch_bn", act="relu",
+                feature_block="conv")
 ABLATION = {
-    BASE: arch(),
-    "VGG-ResNet(2,32,stride)": arch(downsample="stride"),
-    "(2,32,stride) − skip": arch(downsample="stride", skip=False),
-    "(2,32,stride) − BN": arch(downsample="stride", norm="none"),
-    "(2,32,stride) − activation": arch(downsample="stride", act="none"),
-    "(2,32,stride) with GELU": arch(downsample="stride", act="gelu"),
-    "VGG-ResNet(1,32,stride)": arch(1, 32, "stride"),
-    "VGG-ResNet(4,32,stride)": arch(4, 32, "stride"),
-    "VGG-ResNet(2,16,stride)": arch(2, 16, "stride"),
-    "VGG-ResNet(2,64,stride)": arch(2, 64, "stride"),
-    "VGG-ResNet(1,32,maxpool)": arch(1, 32),
-    "VGG-ResNet(4,32,maxpool)": arch(4, 32),
-    "VGG-ResNet(2,16,maxpool)": arch(2, 16),
-    "VGG-ResNet(2,64,maxpool)": arch(2, 64),
-    "(2,32,maxpool) transformer": arch(feature_block="transformer"),
-    "(2,32,maxpool) − skip": arch(skip=False),
+    BASE: VGG_BASE,
+    "VGG-ResNet(2,32,stride)": dict(VGG_BASE, downsample="stride"),
+    "(2,32,stride) − skip": dict(VGG_BASE, downsample="stride", skip=False),
+    "(2,32,stride) − BN": dict(VGG_BASE, downsample="stride", norm="none"),
+    "(2,32,stride) − activation": dict(VGG_BASE, downsample="stride", act="none"),
+    "(2,32,stride) with GELU": dict(VGG_BASE, downsample="stride", act="gelu"),
+    "VGG-ResNet(1,32,stride)": dict(VGG_BASE, blocks=1, downsample="stride"),
+    "VGG-ResNet(4,32,stride)": dict(VGG_BASE, blocks=4, downsample="stride"),
+    "VGG-ResNet(2,16,stride)": dict(VGG_BASE, width=16, downsample="stride"),
+    "VGG-ResNet(2,64,stride)": dict(VGG_BASE, width=64, downsample="stride"),
+    "VGG-ResNet(1,32,maxpool)": dict(VGG_BASE, blocks=1),
+    "VGG-ResNet(4,32,maxpool)": dict(VGG_BASE, blocks=4),
+    "VGG-ResNet(2,16,maxpool)": dict(VGG_BASE, width=16),
+    "VGG-ResNet(2,64,maxpool)": dict(VGG_BASE, width=64),
+    "(2,32,maxpool) transformer": dict(VGG_BASE, feature_block="transformer"),
+    "(2,32,maxpool) − skip": dict(VGG_BASE, skip=False),
 }
 # The source's Table 1: train and test accuracy of the base, then each row's change from the base (points).
 SOURCE = {
@@ -246,28 +243,19 @@ SOURCE = {
 }
 
 
-def build(config):
-    """The model a config describes (``family`` selects the class; the other model keys are its arguments)."""
-    kwargs = {k: v for k, v in config.items() if k in MODEL_KEYS[config["family"]]}
-    return (VGGResNet if config["family"] == "vggresnet" else SimpleCNN)(**kwargs)
-
-
-MODEL_KEYS = {"vggresnet": ("blocks", "width", "downsample", "skip", "norm", "act", "feature_block"),
-              "simple": ("conv_channels", "fc_features", "kernel_size", "pool_every", "conv_stride")}
-
 # %%
 # NBVAL_CHECK_OUTPUT
 torch.manual_seed(0)
 probe = torch.zeros(2, 1, 28, 28)
 rows = []
 for name, config in ABLATION.items():
-    model = build(config).eval()
+    model = build_from_config(config).eval()
     rows.append({"variant": name, "params": count_parameters(model),
                  "features": tuple(model.forward_features(probe).shape), "logits": tuple(model(probe).shape)})
 sizes = pd.DataFrame(rows).set_index("variant")
 print(sizes.to_string())
 print("\nbase, layer by layer:")
-print(model_summary(build(ABLATION[BASE]), (2, 1, 28, 28), depth=2).to_string(index=False))
+print(model_summary(build_from_config(ABLATION[BASE]), (2, 1, 28, 28), depth=2).to_string(index=False))
 
 # %% [markdown]
 # Down-sampling, skips, activation and GELU change no parameter (the shortcuts have none), so those
@@ -347,33 +335,10 @@ def loader(images, labels, batch_size=1000, **kwargs):
     return TensorLoader(images, labels, batch_size, channels_last=True, **NORMALIZE, **kwargs)
 
 
-class Snapshot:
-    """Iterate like ``loader``, but call ``fn()`` once, before batch number ``step`` of the first epoch; ``model`` is
-    put back in training mode afterwards, as ``fn`` may evaluate it."""
-
-    def __init__(self, loader, step, fn, model):
-        self.loader, self.step, self.fn, self.model, self.done = loader, step, fn, model, False
-
-    def __len__(self):
-        return len(self.loader)
-
-    def set_epoch(self, epoch):
-        self.loader.set_epoch(epoch)
-
-    def __iter__(self):
-        for i, batch in enumerate(self.loader):
-            if i == self.step and not self.done:
-                self.done = True
-                with torch.random.fork_rng():  # evaluating must not change the run's random numbers
-                    self.fn()
-                self.model.train()
-            yield batch
-
-
 def train_run(config, seed):
     """Train one model on ``config`` with ``seed``; return accuracies, curves, size and speed."""
     course_utils.runtime.seed_everything(seed)
-    model = build(config).to(memory_format=torch.channels_last)
+    model = build_from_config(config).to(memory_format=torch.channels_last)
     x_tr, y_tr = train_subset(config["per_class"])
     train = loader(x_tr, y_tr, config["batch_size"], shuffle=True, drop_last=True, seed=seed,
                    augment=AUGMENTS[config["augment"]])
@@ -385,20 +350,18 @@ def train_run(config, seed):
     optimizer, scheduler = OPTIMIZERS[config["opt"]](model, config["lr"], epochs * len(train))  # "adam": constant rate
     val = loader(x_val, y_val) if config["curves"] else None
     keep = config.get("keep_features") and seed == config["first_seed"]
-    features = {}
     tsne_images = loader(x_test[tsne_idx], y_test[tsne_idx])
-    if keep:  # the penultimate features at initialisation, early in training and at the end
-        features["init"] = pooled_features(model, tsne_images)
-        early = max(1, len(train) // 20)
-        snap = lambda: features.setdefault(f"after {early} steps", pooled_features(model, tsne_images))  # noqa: E731
-        train = Snapshot(train, early, snap, model)
+    early = max(1, len(train) // 20)  # the penultimate features at initialisation, after 5% of the steps, at the end
+    snapshots = Snapshots(lambda m: pooled_features(m, tsne_images), after=[early] if keep else [])
+    features = {"init": pooled_features(model, tsne_images)} if keep else {}
     diverged, h = False, None
     try:
         h = fit(model, train, val, epochs=epochs, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
-                metrics=fit_metrics, progress=False, verbose=False)
+                metrics=fit_metrics, after_step=snapshots, progress=False, verbose=False)
     except DivergenceError:
         diverged = True
     if keep:
+        features.update({f"after {n} steps": z for n, z in snapshots.values.items()})
         features["end"] = pooled_features(model, tsne_images)
         atomic_torch_save(features, RUNS / f"features-{config['tag']}-s{seed}.pt")
     ev_test = evaluate(model, loader(x_test, y_test))
@@ -418,7 +381,9 @@ def train_run(config, seed):
 # Each finished run is stored on disk as soon as it ends (`experiments.run_grid`), so an interrupted
 # grid resumes where it stopped. The base and the VGG-style row also keep the penultimate features
 # of some test images at initialisation, early in training (after 5% of the steps) and at the end, for
-# section 4.
+# section 4. The early look is a `course_utils.train.Snapshots` hook, which `fit` calls after every step
+# (`after_step`): it evaluates the model in eval mode with the random-number state saved and restored, so
+# the run goes on exactly as it would have without the look.
 
 # %%
 acfg = cfg["ablation"]
@@ -465,26 +430,18 @@ table
 # in the seed-to-seed spread, which is close to a point here.
 
 # %%
-s = summary * 100
+means = experiments.stat_table(summary, "mean", scale=100)  # variant x metric, in points
 stride_name = "VGG-ResNet(2,32,stride)"
-
-
-def diff(a, b, m="test_acc"):
-    """Difference of means a - b (points) and its noise, the larger of the two seed spreads (0 with one seed)."""
-    noise = np.nan_to_num(max(s.loc[a, f"{m}_std"], s.loc[b, f"{m}_std"]))
-    return s.loc[a, f"{m}_mean"] - s.loc[b, f"{m}_mean"], noise
-
-
 for a, b in [(stride_name, BASE), ("(2,32,stride) − skip", stride_name), ("(2,32,stride) − BN", stride_name),
              ("(2,32,stride) − activation", stride_name), ("(2,32,stride) with GELU", stride_name),
              ("(2,32,maxpool) transformer", BASE)]:
-    d, noise = diff(a, b)
+    d, noise = experiments.difference(summary, a, b, "test_acc", scale=100)  # a - b, the larger seed spread
     print(f"{a:>30} vs {b:<24}: test {d:+.2f} (noise {noise:.2f})")
 stuck = runs[runs["test_acc"] < 0.2]  # chance is 10%: a run that never learned
 for name, group in stuck.groupby("variant", sort=False):
     print(f"{name}: {len(group)} of {len(acfg['seeds'])} seeds stuck at chance (seeds {group['seed'].tolist()})")
 pairs_c = [(f"VGG-ResNet({a},{b},maxpool)", f"VGG-ResNet({a},{b},stride)") for a, b in ((1, 32), (2, 16), (2, 32), (4, 32), (2, 64))]
-pair_gaps = np.array([s.loc[m, "test_acc_mean"] - s.loc[t, "test_acc_mean"] for m, t in pairs_c])
+pair_gaps = np.array([means.loc[m, "test_acc"] - means.loc[t, "test_acc"] for m, t in pairs_c])
 wins = int((pair_gaps > 0).sum())
 print(f"max-pool minus stride at the same (a, b): {np.round(pair_gaps, 2).tolist()}; max-pool ahead in {wins} of "
       f"{len(pairs_c)} pairs, mean {pair_gaps.mean():+.2f}")
@@ -530,8 +487,9 @@ print(f"max-pool minus stride at the same (a, b): {np.round(pair_gaps, 2).tolist
 
 # %%
 quad = pd.DataFrame({
-    "skips (ResNet-style)": [s.loc[BASE, "test_acc_mean"], s.loc[stride_name, "test_acc_mean"]],
-    "no skips (VGG-style)": [s.loc["(2,32,maxpool) − skip", "test_acc_mean"], s.loc["(2,32,stride) − skip", "test_acc_mean"]],
+    "skips (ResNet-style)": [means.loc[BASE, "test_acc"], means.loc[stride_name, "test_acc"]],
+    "no skips (VGG-style)": [means.loc["(2,32,maxpool) − skip", "test_acc"],
+                             means.loc["(2,32,stride) − skip", "test_acc"]],
 }, index=["max-pool", "stride-2 conv"]).round(2)
 print("test accuracy (%), mean over seeds; parameters:",
       {n: int(sizes.loc[n, "params"]) for n in (BASE, "(2,32,maxpool) − skip")})
@@ -618,7 +576,7 @@ for knob, rows in KNOBS.items():
 for knob, rows in KNOBS.items():
     print(f"{knob}:")
     for label, name in rows.items():
-        m = build(simple_configs[name])
+        m = build_from_config(simple_configs[name])
         print(f"  {label:<22} params {count_parameters(m):>9,}  conv map {m.feature_shape}  "
               f"pools {sum(isinstance(l, nn.MaxPool2d) for l in m.features)}  fc layers "
               f"{sum(isinstance(l, nn.Linear) for l in m.classifier)}")
@@ -639,7 +597,7 @@ for col in ("best_val_acc", "final_val_acc"):
     pick = max if col == "best_val_acc" else (lambda c: c[-1])
     simple_runs[col] = [pick(c) for c in simple_runs["curve_val_acc"]]
 simple_summary = experiments.summarize(simple_runs, ["train_acc", "final_val_acc", "test_acc"])
-noise_simple = np.nan_to_num(simple_summary.loc["cnn base", "test_acc_std"] * 100)
+noise_simple = experiments.seed_spread(simple_summary, "test_acc", ["cnn base"], scale=100)
 speed = simple_runs.groupby("variant", sort=False)[["params", "seconds_per_epoch"]].mean()
 knob_tables = {}
 for knob, rows in KNOBS.items():
@@ -828,43 +786,35 @@ fig.tight_layout()
 # ## 7. Where the time goes
 #
 # `torch.profiler` records every operator of a training step (forward, backward, optimiser) of the
-# base network; the table lists, per step (averaged over 5 steps), the operators that took the most
+# base network; `course_utils.summary.profile_operators` runs the step a few times untimed, then profiles
+# it, and the table lists, per step (averaged over 5 steps), the operators that took the most
 # time themselves ("self" time, without the operators they call).
 
 # %%
 import os
-
-from torch.profiler import ProfilerActivity, profile
+from functools import partial
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # keep the profiling library's own log lines out of the output
 course_utils.runtime.seed_everything(0)
-prof_model = build(ABLATION[BASE]).to(memory_format=torch.channels_last).train()
+prof_model = build_from_config(ABLATION[BASE]).to(memory_format=torch.channels_last).train()
 prof_opt = torch.optim.SGD(prof_model.parameters(), lr=0.01, momentum=0.9)
 xb, yb = next(iter(loader(*train_subset(acfg["per_class"]), acfg["batch_size"], shuffle=True)))
 
 
-def step():
-    loss = F.cross_entropy(prof_model(xb), yb)
-    prof_opt.zero_grad(set_to_none=True)
+def train_step(model, optimizer, x, y):
+    """One training step, as ``fit`` takes it for every batch."""
+    loss = F.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    prof_opt.step()
+    optimizer.step()
 
 
-for _ in range(3):  # warm-up: the first steps pick algorithms and allocate memory
-    step()
-STEPS = 5
-with profile(activities=[ProfilerActivity.CPU]) as prof:
-    for _ in range(STEPS):
-        step()
-events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-total = sum(e.self_cpu_time_total for e in events)
-top = pd.DataFrame([{"operator": e.key, "calls per step": e.count // STEPS, "self ms per step": e.self_cpu_time_total / 1e3 / STEPS,
-                     "share %": 100 * e.self_cpu_time_total / total} for e in events[:10]])
-rest = events[10:]
-top.loc[len(top)] = {"operator": "all others", "calls per step": sum(e.count for e in rest) // STEPS,
-                     "self ms per step": sum(e.self_cpu_time_total for e in rest) / 1e3 / STEPS,
-                     "share %": 100 * sum(e.self_cpu_time_total for e in rest) / total}
-print(f"one step, batch {len(yb)}: {total / 1e3 / STEPS:.1f} ms of operator time")
+# 3 warm-up steps (the first ones pick algorithms and allocate memory), then 5 profiled ones
+ops = profile_operators(partial(train_step, prof_model, prof_opt, xb, yb), steps=5, warmup=3)
+top = ops.head(10).copy()
+top.loc[len(top)] = {"operator": "all others", **ops.iloc[10:, 1:].sum()}
+top["share %"] = 100 * top["self ms per step"] / ops["self ms per step"].sum()
+print(f"one step, batch {len(yb)}: {ops['self ms per step'].sum():.1f} ms of operator time")
 top.round(1)
 
 # %% [markdown]
@@ -910,12 +860,9 @@ speed_table.round({"images_per_s": 0, "seconds_per_epoch": 2, "relative to base"
 SHORT = {BASE: "base", stride_name: "stride", "(2,32,stride) − skip": "stride − skip", "(2,32,stride) − BN": "stride − BN",
          "(2,32,stride) − activation": "stride − act", "(2,32,stride) with GELU": "stride GELU",
          "(2,32,maxpool) transformer": "transformer", "(2,32,maxpool) − skip": "max-pool − skip"}
-trained = lambda df: df[df["test_acc"] >= 0.2]  # noqa: E731  (leave out runs stuck at chance)
-points = pd.concat([
-    trained(runs).groupby("variant", sort=False)[["test_acc", "params", "seconds_per_epoch"]].mean()
-    .assign(study="VGG-ResNet (section 3)"),
-    trained(simple_runs).groupby("variant", sort=False)[["test_acc", "params", "seconds_per_epoch"]].mean()
-    .assign(study="simple CNN (section 5)"),
+points = pd.concat([  # runs stuck at chance (below 20%) left out
+    df[df["test_acc"] >= 0.2].groupby("variant", sort=False)[["test_acc", "params", "seconds_per_epoch"]].mean()
+    .assign(study=study) for df, study in ((runs, "VGG-ResNet (section 3)"), (simple_runs, "simple CNN (section 5)"))
 ])
 from matplotlib.ticker import NullFormatter
 
@@ -959,46 +906,39 @@ for ax, labels in zip(axes, labels_of):
 
 # %%
 n_seeds = len(acfg["seeds"])
-
-
-def ms(name, m="test_acc"):
-    return f"{s.loc[name, f'{m}_mean']:.2f} ± {np.nan_to_num(s.loc[name, f'{m}_std']):.2f}"
-
-
-d04, n04 = diff(stride_name, BASE)
-d05, n05 = diff("(2,32,stride) − skip", stride_name)
-d06b, n06b = diff("(2,32,stride) − BN", stride_name)
-d06a, n06a = diff("(2,32,stride) − activation", stride_name)
+mean_std = table["test acc"]  # "mean ± std" of every variant's test accuracy (section 3's table)
+diffs = {(a, b): experiments.difference(summary, a, b, "test_acc", scale=100) for a, b in [
+    (stride_name, BASE), ("(2,32,stride) − skip", stride_name), ("(2,32,stride) − BN", stride_name),
+    ("(2,32,stride) − activation", stride_name), ("(2,32,stride) with GELU", stride_name),
+    (BASE, "(2,32,maxpool) − skip"), (stride_name, "(2,32,stride) − skip")]}
+d04, n04 = diffs[stride_name, BASE]
+d05, n05 = diffs["(2,32,stride) − skip", stride_name]
+d06b, n06b = diffs["(2,32,stride) − BN", stride_name]
+d06a, n06a = diffs["(2,32,stride) − activation", stride_name]
 no_bn = runs[runs.variant == "(2,32,stride) − BN"]["test_acc"].to_numpy() * 100
 no_bn_stuck = int((no_bn < 20).sum())
-near_source = lambda d, n, src: abs(d - src) <= max(n, 0.5)  # noqa: E731  (within the noise of the source's value)
-d07, n07 = diff("(2,32,stride) with GELU", stride_name)
+d07, n07 = diffs["(2,32,stride) with GELU", stride_name]
 size_rows = [(f"VGG-ResNet({a},{b},{c})", f"VGG-ResNet(2,32,{c})") for c in ("stride", "maxpool")
              for a, b in ((1, 32), (4, 32), (2, 16), (2, 64))]
-size_deltas = {r: diff(r, ref) for r, ref in size_rows}
+size_deltas = {r: experiments.difference(summary, r, ref, "test_acc", scale=100) for r, ref in size_rows}
 worst_size = max(size_deltas, key=lambda r: abs(size_deltas[r][0]))
-d14a, n14a = diff(BASE, "(2,32,maxpool) − skip")
-d14b, n14b = diff(stride_name, "(2,32,stride) − skip")
+d14a, n14a = diffs[BASE, "(2,32,maxpool) − skip"]
+d14b, n14b = diffs[stride_name, "(2,32,stride) − skip"]
 
-st = simple_summary * 100
-
-
-def cnn(knob, label, m="test_acc"):
-    return st.loc[KNOBS[knob][label], f"{m}_mean"]
-
-
-conv_acc = {n: cnn("conv layers", f"{n} conv") for n in range(1, 6)}
+cnn = experiments.stat_table(simple_summary, "mean", scale=100)  # variant x metric, in points
+knob_acc = {knob: {label: cnn.loc[name, "test_acc"] for label, name in rows.items()} for knob, rows in KNOBS.items()}
+conv_acc = {n: knob_acc["conv layers"][f"{n} conv"] for n in range(1, 6)}
 conv_best = max(conv_acc, key=conv_acc.get)
-conv_train = {n: cnn("conv layers", f"{n} conv", "train_acc") for n in (1, 5)}
+conv_train = {n: cnn.loc[KNOBS["conv layers"][f"{n} conv"], "train_acc"] for n in (1, 5)}
 c09 = ("confirmed" if conv_acc[1] < min(conv_acc[n] for n in (2, 3, 4, 5)) - noise_simple and 1 < conv_best < 5
        else "inside the noise" if max(conv_acc.values()) - min(conv_acc.values()) <= noise_simple else "not reproduced")
-fc_acc = {lab: cnn("fc layers", lab) for lab in KNOBS["fc layers"]}
+fc_acc = knob_acc["fc layers"]
 fc_spread = max(fc_acc.values()) - min(fc_acc.values())
-pool_acc = {lab: cnn("pooling", lab) for lab in KNOBS["pooling"]}
+pool_acc = knob_acc["pooling"]
 p2, p1, p0 = pool_acc["after every 2 convs"], pool_acc["after every conv"], pool_acc["none, conv stride 2"]
 c11 = ("confirmed" if p2 - p1 > noise_simple and p1 - p0 > noise_simple
        else "inside the noise" if max(abs(p2 - p1), abs(p1 - p0)) <= noise_simple else "not reproduced")
-stride_acc = [cnn("stride", f"stride {k}") for k in (1, 2, 3)]
+stride_acc = [knob_acc["stride"][f"stride {k}"] for k in (1, 2, 3)]
 c12 = ("confirmed" if stride_acc[0] - stride_acc[1] > noise_simple and stride_acc[1] - stride_acc[2] > noise_simple
        else "inside the noise" if max(abs(stride_acc[0] - stride_acc[1]), abs(stride_acc[1] - stride_acc[2])) <= noise_simple
        else "not reproduced")
@@ -1007,12 +947,12 @@ c13 = "confirmed" if abs(val_gain) <= noise_simple < train_gain and time_cv < 0.
 
 claims = [
     Claim("C04", "max-pool down-sampling beats stride-2 convolutions in VGG-ResNet(2,32)",
-          measured=f"test acc maxpool {ms(BASE)} vs stride {ms(stride_name)}: {d04:+.2f} (noise {n04:.2f}), "
-                   f"{n_seeds} seeds; max-pool ahead in {wins} of {len(pairs_c)} (a, b) pairs, mean "
+          measured=f"test acc maxpool {mean_std[BASE]} vs stride {mean_std[stride_name]}: {d04:+.2f} "
+                   f"(noise {n04:.2f}), {n_seeds} seeds; max-pool ahead in {wins} of {len(pairs_c)} (a, b) pairs, mean "
                    f"{pair_gaps.mean():+.2f}; source −1.15", verdict=judge(d04, n04, expected="negative"),
           note="The verdict judges the (2,32) pair alone; the other four pairs point the same way."),
     Claim("C05", "removing the skips of the stride model changes little on simple data",
-          measured=f"test acc stride − skip {ms('(2,32,stride) − skip')} vs stride {ms(stride_name)}: "
+          measured=f"test acc stride − skip {mean_std['(2,32,stride) − skip']} vs stride {mean_std[stride_name]}: "
                    f"{d05:+.2f} (noise {n05:.2f}); vs base {d05 + d04:+.2f}, {n_seeds} seeds; source +0.42 vs base",
           verdict=judge(d05, n05, expected="none")),
     Claim("C06", "removing BN costs about 0.4 test accuracy, removing the activation about 1.8",
@@ -1020,11 +960,12 @@ claims = [
                    f"chance" + "".join(f", {v:.2f}" for v in no_bn if v >= 20) + f"), − activation "
                    f"{d06a:+.2f} (noise {n06a:.2f}), {n_seeds} seeds; source −0.41 and −1.79 vs base (+0.74 and −0.64 "
                    f"vs its stride model)",
-          verdict="confirmed" if near_source(d06b, n06b, -0.41) and near_source(d06a, n06a, -1.79) else "not reproduced",
+          verdict="confirmed" if all(abs(d - src) <= max(n, 0.5) for d, n, src in  # within the noise of the source's
+                                     ((d06b, n06b, -0.41), (d06a, n06a, -1.79))) else "not reproduced",
           note="Both removals hurt, far more than in the source: one pass over 24,000 images rewards what speeds up "
                "learning, and our network without activation is exactly linear (section 2)."),
     Claim("C07", "GELU performs like ReLU",
-          measured=f"test acc GELU {ms('(2,32,stride) with GELU')} vs ReLU {ms(stride_name)}: {d07:+.2f} "
+          measured=f"test acc GELU {mean_std['(2,32,stride) with GELU']} vs ReLU {mean_std[stride_name]}: {d07:+.2f} "
                    f"(noise {n07:.2f}), {n_seeds} seeds; source +0.02", verdict=judge(d07, n07, expected="none")),
     Claim("C08", "depth a in {1,2,4} and width b in {16,32,64} change test accuracy by at most about 1.5",
           measured=f"largest change {worst_size}: {size_deltas[worst_size][0]:+.2f} (noise "
@@ -1100,7 +1041,8 @@ save_claims("02", claims);
 #    run of the stride network would have come out *better* than a single run of the base, i.e. in how
 #    many of the $3 \times 3$ seed pairs the sign of the source's −1.15 flips.
 # 6. **Find the time.** Profile one training step of the stride network with and without skips
-#    (`profile(..., record_shapes=True)`, `key_averages(group_by_input_shape=True)`) and list the
+#    (`profile_operators(..., by_input_shape=True)`: `torch.profiler`'s `record_shapes=True` and
+#    `key_averages(group_by_input_shape=True)`) and list the
 #    operators whose time differs most. Which layers do they belong to?
 
 # %% tags=["solution", "hide-input"]
@@ -1122,16 +1064,17 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 x_tr3, y_tr3 = train_subset(acfg["per_class"])
-flat = lambda t: ((t.float() / 255 - data.FASHION_MEAN) / data.FASHION_STD).flatten(1).numpy()  # noqa: E731
+pixels_tr, pixels_test = (((x.float() / 255 - data.FASHION_MEAN) / data.FASHION_STD).flatten(1).numpy()
+                          for x in (x_tr3, x_test))  # normalised as the networks see them, one row per image
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", ConvergenceWarning)  # 200 iterations are plenty for the test accuracy
-    logreg = LogisticRegression(max_iter=200, C=0.05).fit(flat(x_tr3), y_tr3.numpy())
-print(f"logistic regression on {len(y_tr3)} images: test acc {100 * logreg.score(flat(x_test), y_test.numpy()):.2f}% "
-      f"| '− activation' row: {ms('(2,32,stride) − activation')}%")
-linear_pool = experiments.run_grid({"(2,32,maxpool) − activation": {**arch(act="none"), **TRAIN}}, acfg["seeds"][:1],
-                                   train_run, cache_dir=RUNS, verbose=False, workers=cfg["workers"])
+    logreg = LogisticRegression(max_iter=200, C=0.05).fit(pixels_tr, y_tr3.numpy())
+print(f"logistic regression on {len(y_tr3)} images: test acc {100 * logreg.score(pixels_test, y_test.numpy()):.2f}% "
+      f"| '− activation' row: {mean_std['(2,32,stride) − activation']}%")
+linear_pool = experiments.run_grid({"(2,32,maxpool) − activation": dict(VGG_BASE, act="none", **TRAIN)},
+                                   acfg["seeds"][:1], train_run, cache_dir=RUNS, verbose=False, workers=cfg["workers"])
 print(f"max-pool network without activation, seed {acfg['seeds'][0]}: test acc "
-      f"{100 * linear_pool['test_acc'].iloc[0]:.2f}% | with ReLU: {ms(BASE)}%")
+      f"{100 * linear_pool['test_acc'].iloc[0]:.2f}% | with ReLU: {mean_std[BASE]}%")
 
 # %% tags=["solution", "hide-input"]
 # Solution 5: every pair (seed of the stride network, seed of the base).
@@ -1143,27 +1086,13 @@ print(f"stride minus base over {pairs.size} seed pairs: {np.round(pairs, 2).toli
 
 # %% tags=["solution", "hide-input"]
 # Solution 6: the operators whose self time per step differs most between the stride network with and without skips.
-def op_times(config, steps=3):
-    model = build(config).to(memory_format=torch.channels_last).train()
+times = {}
+for name in (stride_name, "(2,32,stride) − skip"):
+    model = build_from_config(ABLATION[name]).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-
-    def one_step():
-        loss = F.cross_entropy(model(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    one_step()
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as p:
-        for _ in range(steps):
-            one_step()
-    times = pd.Series([e.self_cpu_time_total / 1e3 / steps for e in p.key_averages(group_by_input_shape=True)],
-                      index=[f"{e.key} {e.input_shapes[0] if e.input_shapes else ''}" for e in
-                             p.key_averages(group_by_input_shape=True)])
-    return times.groupby(level=0).sum()
-
-
-with_skips, without = op_times(ABLATION[stride_name]), op_times(ABLATION["(2,32,stride) − skip"])
+    ops = profile_operators(partial(train_step, model, opt, xb, yb), steps=3, warmup=1, by_input_shape=True)
+    times[name] = ops.set_index("operator")["self ms per step"].rename_axis(None)
+with_skips, without = times.values()
 print(f"ms per step: with skips {with_skips.sum():.1f}, without {without.sum():.1f}; largest differences:")
 print(with_skips.sub(without, fill_value=0).sort_values(ascending=False).head(5).round(2).to_string())
 

@@ -34,7 +34,8 @@
 # - write weighted cross-entropy, Dice and Poly-1 losses, and say which failure of plain cross-entropy
 #   each one addresses;
 # - judge a segmentation by mIoU, per-class AP and the **worst-group AP**, not only by pixel accuracy;
-# - read an ablation table with its seed-to-seed noise.
+# - read an ablation table with the 95% interval of each difference, and tell a measured difference
+#   from a single run's.
 
 # %%
 import importlib.util
@@ -61,17 +62,18 @@ import torch.nn.functional as F
 import course_utils
 from course_utils import experiments, viz
 from course_utils.datasets.canvas import GARMENT_GROUPS, FashionCanvas, pixel_counts, zipf_frequencies
-from course_utils.claims import Claim, judge, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, interval, save_claims
 from course_utils.data import FASHION_CLASSES
-from course_utils.features import evaluate_segmenter
+from course_utils.features import evaluate_segmenter, predict
 from course_utils.io import atomic_torch_save
 from course_utils.losses import class_weights_from_frequencies, dice_loss, poly1_cross_entropy, weighted_cross_entropy
 from course_utils.metrics import (average_precision_per_class, iou_per_class, mean_average_precision, mean_iou,
                                   worst_group_ap)
-from course_utils.models.segmentation import DeepLabV3, FCN32s, Hourglass, UNet
+from course_utils.models.segmentation import DeepLabV3, build_segmenter
 from course_utils.summary import count_parameters
 from course_utils.recipes import train_segmenter
-from course_utils.viz import draw_hourglass, show_segmentations
+from course_utils.diagrams import draw_hourglass
+from course_utils.viz import show_segmentations
 
 viz.book_style()
 rt = course_utils.setup(seed=0)
@@ -244,23 +246,14 @@ print("AP per class:", [round(v, 4) for v in average_precision_per_class(scores,
 draw_hourglass(stacks=2, depth=3);
 
 
+# %% [markdown]
+# Each variant is a small dict, `{"model": name, **constructor arguments}`, that names only what it
+# changes; `build_segmenter(arch, **defaults)` turns it into the network. The defaults here: the `K`
+# classes of the canvases, and PyTorch's batch norm (`"torch_bn"`, 1.3x faster here than the course's own
+# from chapter 1) unless the dict says otherwise.
+
 # %%
-def build_model(arch):
-    """A model from a small dict: ``{"model": "hourglass", "stacks": 2, "width": 32, ...}`` etc.
-
-    Batch norm is PyTorch's (``"torch_bn"``, 1.3x faster here than the course's own from chapter 1) unless
-    the dict says otherwise; the head predicts the ``K`` classes of the canvases."""
-    kind = arch["model"]
-    args = {"norm": "torch_bn", "num_classes": K, **{k: v for k, v in arch.items() if k != "model"}}
-    if kind == "hourglass":
-        return Hourglass(**args)
-    if kind == "unet":
-        return UNet(**args)
-    if kind == "fcn32s":
-        return FCN32s(**args)
-    return DeepLabV3(**args)
-
-
+MODEL_DEFAULTS = dict(num_classes=K, norm="torch_bn")
 STANDARD = dict(model="hourglass", stacks=2, width=32)
 ARCHS = {
     "standard Hourglass(2,32)": STANDARD,
@@ -281,7 +274,7 @@ ARCHS = {
 # NBVAL_CHECK_OUTPUT
 x = torch.zeros(2, 1, 32, 32)
 for name, arch in ARCHS.items():
-    model = build_model(arch).eval()
+    model = build_segmenter(arch, **MODEL_DEFAULTS).eval()
     print(f"{name:>25}: {count_parameters(model):>10,} parameters, (2, 1, 32, 32) -> {tuple(model(x).shape)}")
 
 # %% [markdown]
@@ -307,7 +300,7 @@ SNAPSHOTS = RUNS / f"snapshots-{cfg['size']}-{cfg['train']}-{cfg['epochs']}.pt"
 
 def run_variant(config, seed):
     course_utils.runtime.seed_everything(seed)
-    model = build_model(config["arch"])
+    model = build_segmenter(config["arch"], **MODEL_DEFAULTS)
     keep = config["name"] == "standard Hourglass(2,32)" and seed == cfg["seeds"][0]
     run = train_segmenter(model, train.images, train.masks, epochs=cfg["epochs"], loss_fn=LOSSES[config["loss"]],
                           lr=cfg["lr"], batch_size=cfg["batch"], seed=seed, watch=WATCH if keep else None)
@@ -317,13 +310,8 @@ def run_variant(config, seed):
     te = evaluate_segmenter(model, test.images, test.masks)
     return {"train_mAP": tr["mAP"], "test_mAP": te["mAP"], "WGAP": te["WGAP"], "mIoU": te["mIoU"],
             "params": count_parameters(model), "iou": te["iou"].tolist(),
-            "unseen": evaluate_pred(model), "curve_loss": run.history["train_loss"]}
-
-
-def evaluate_pred(model):
-    """The predicted labels on the one unseen canvas every variant is shown on (the last test canvas)."""
-    with torch.no_grad():
-        return model.eval()(test.images[-1:]).argmax(1)[0].tolist()
+            "unseen": predict(model, test.images[-1:]).argmax(1)[0].tolist(),  # labels on the last test canvas
+            "curve_loss": run.history["train_loss"]}
 
 
 VARIANTS = {name: dict(arch=arch, loss="wce") for name, arch in ARCHS.items()}
@@ -343,35 +331,65 @@ if more_seeds:  # the standard model's other seeds
 runs = pd.concat(grids, ignore_index=True)
 
 # %% [markdown]
+# (sec-c23)=
+# (sec-c24)=
+# (sec-c25)=
+# (sec-c26)=
+# (sec-c27)=
+# (sec-c28)=
+# (sec-c30)=
 # ## The ablation (the seed report's Table 2)
 #
-# Test metrics in percent; Δ is the difference from the standard model. The standard model is trained
-# with every seed of `cfg["seeds"]`; under the `cpu` profile the other rows have **one seed** each (the
-# budget of a 2-core machine), so their Δ is judged against the standard model's seed-to-seed standard
-# deviation, and "(noise)" marks a Δ smaller than it. "seed Δ" is the report's own difference (test
-# mAP), measured at 64x64 over 40 epochs.
+# Test metrics in percent (mean ± seed-to-seed standard deviation where a row has several seeds); Δ is
+# the difference from the standard model. The standard model is trained with every seed of
+# `cfg["seeds"]`; under the `cpu` profile the other rows have **one seed** each (the budget of a 2-core
+# machine). A difference that involves a single run has no interval: it is shown, never judged, since
+# one run cannot tell the effect of a change from the luck of one initialization. "seed Δ" is the
+# report's own difference (test mAP), measured at 64x64 over 40 epochs.
 
 # %%
 COLS = ["train_mAP", "test_mAP", "WGAP", "mIoU"]
 s = experiments.summarize(runs, COLS + ["params"], baseline=std_name).reindex(list(VARIANTS))
-noise = {m: s.loc[std_name, f"{m}_std"] for m in COLS}
+means, stds = experiments.stat_table(s, "mean", COLS), experiments.stat_table(s, "std", COLS, scale=100)
+deltas = experiments.stat_table(s, "delta", COLS, scale=100)  # vs the standard model, in points
 SEED_DELTA = {"U-Net (benchmark)": -4.88, "- intra skip": +1.55, "- inter skip": -4.00, "- batch norm": -7.8,
               "- activation": -33.22, "plain cross-entropy": -0.61, "Dice loss": -54.59, "Hourglass(1,32)": -0.40,
               "Hourglass(4,32)": -0.90, "Hourglass(2,16)": -2.50, "Hourglass(2,64)": +1.00}
 table = pd.DataFrame(index=s.index)
 table["seeds"] = s["seeds"]
 for m in COLS:
-    mu, sd = s[f"{m}_mean"] * 100, s[f"{m}_std"] * 100
-    table[m] = [f"{a:.1f} ± {b:.1f}" if b == b else f"{a:.1f}" for a, b in zip(mu, sd)]
+    table[m] = [f"{a:.1f} ± {b:.1f}" if b == b else f"{a:.1f}" for a, b in zip(means[m] * 100, stds[m])]
     if m != "train_mAP":
-        n = noise[m] * 100
-        table[f"Δ {m}"] = ["" if v == std_name else f"{d:+.1f}" + (" (noise)" if not abs(d) > n else "")
-                           for v, d in zip(s.index, s[f"{m}_delta"] * 100)]
+        table[f"Δ {m}"] = ["" if v == std_name else f"{d:+.1f}" for v, d in deltas[m].items()]
 table["params"] = s["params_mean"].map(lambda p: f"{p / 1e6:.2f} M")
 table["seed Δ test mAP"] = [f"{SEED_DELTA[v]:+.1f}" if v in SEED_DELTA else "" for v in s.index]
 table
 
 # %% [markdown]
+# The same table as a figure: each row's difference from the standard model in test mAP, with its 95%
+# interval where both arms have at least three seeds (a hollow circle where one has fewer: no
+# interval), and the seed report's Δ (×) beside it. No test is declared here; the claims below declare
+# theirs.
+
+# %%
+pts = runs.assign(**{m: runs[m] * 100 for m in COLS},  # per-run metrics in points
+                  gap=(runs["train_mAP"] - runs["test_mAP"]) * 100)  # the train - test mAP gap of each run
+PAIRED = cfg["seeds"] == cfg["ablation_seeds"]  # a row vs the standard model: paired when they share seeds
+std_arm = Arm.from_rows(pts, std_name, "test_mAP")
+forest = []
+for v in VARIANTS:
+    if v == std_name:
+        continue
+    row = Arm.from_rows(pts, v, "test_mAP")
+    diff, ci = interval(row.values, std_arm.values, PAIRED, row.seeds, std_arm.seeds)
+    forest.append({"label": v, "diff": diff, "ci95": ci if min(len(row.values), len(std_arm.values)) >= 3 else None,
+                   "source": SEED_DELTA.get(v)})
+viz.forest_plot(forest, xlabel="row − standard Hourglass(2,32), test mAP (points)",
+                title=f"the ablation; seeds: standard model {len(std_arm.values)}, "
+                      f"other rows {len(cfg['ablation_seeds'])}");
+
+# %% [markdown]
+# (sec-c29)=
 # ## FCN-32s, DeepLabv3 and the hourglass
 #
 # The seed report's second source compared an FCN-32s with a DeepLabv3 (mIoU 0.603 vs 0.747, both from
@@ -460,8 +478,10 @@ fig.tight_layout()
 # %% [markdown]
 # ## What it means
 #
-# Read each statement against the table; the numbers and verdicts are printed in the claims cell
-# below, and a Δ marked "(noise)" supports neither side.
+# Read each statement against the table and its figure. The numbers quoted are those of the `cpu`
+# run, where every row but the standard model is a single run: the statements describe what those runs
+# did and are not verdicts. The claims cell below declares a test for each claim and judges it only
+# where both arms have at least three seeds.
 #
 # - **The standard model** reaches a test mIoU of about 0.65 in the `cpu` run (three seeds, a spread
 #   under one point): well above chance, well short of converged. Its weakest class is not the
@@ -475,8 +495,7 @@ fig.tight_layout()
 # - **Inter skips** are what brings detail back from the encoder; without them every pixel of the
 #   output has to be reconstructed from an 8x smaller map, and mIoU fell by twelve points, the largest
 #   architectural loss after batch norm. **Intra** (residual) skips mostly ease optimization, and a
-#   network this shallow trains without them: removing them cost about a point, slightly more than
-#   the seed spread.
+#   network this shallow trains without them: removing them cost about a point (one run).
 # - **Without batch norm** the same schedule loses about twenty points of test mAP: the loss at the
 #   first epoch is about twice the standard model's, and after five epochs it is where the standard model was
 #   after two or three. **Without activations** the
@@ -492,79 +511,98 @@ fig.tight_layout()
 #   Hourglass(2,64) was the best row, at four times the parameters and almost four times the time.
 # - **U-Net** did as well as the hourglass on mIoU and did not over-fit more (its train-test gap was
 #   the smaller one); at 5 epochs no model is near memorising 1,800 canvases.
-# - Differences inside the noise are not evidence either way: with one seed per row, a Δ of one or two
-#   points can be the luck of the initialization.
+# - A single run's difference is not evidence either way: with one seed per row, a Δ of one or two
+#   points can be the luck of the initialization, and even a large one has no interval until the row
+#   gets more seeds.
 #
 # ## Claims tested in this chapter
 #
-# The noise of a difference is the standard model's seed-to-seed standard deviation of that metric
-# (with one seed it is undefined, and every verdict is "inside the noise").
+# Each claim is one or more comparisons of two arms, a − b, each arm with its per-seed values; each
+# comparison declares its test from the claim's words, before any run: `greater` (a beats b), or
+# `equivalent` within a margin for "matters little". The verdict comes from the 95% confidence interval
+# of the mean difference (paired on the seeds when both arms ran with the same seeds, Welch otherwise):
+# **supported** when the interval lies entirely on the claimed side of 0 (for `equivalent`, inside the
+# margin), **contradicted** when it lies entirely on the other side (outside the margin), **inconclusive**
+# otherwise. An arm with fewer than three values gives no interval: its difference is printed and
+# stored, **not judged**. Under the `cpu` profile every row but the standard model has one seed, so
+# every claim of this chapter is shown there, not judged; the `gpu` profile runs three seeds per row.
+# Words of size ("a lot", "collapses", "badly") set no threshold: the test is the direction, and the
+# size label (smaller, similar or larger) compares our interval with the source's effect.
 
 # %%
-def mean(v, m):
-    return float(s.loc[v, f"{m}_mean"])
+budget = Budget(steps=max(1, cfg["train"] // cfg["batch"]) * cfg["epochs"],  # full batches (drop_last) per epoch
+                batch_size=cfg["batch"], epochs=cfg["epochs"])
+METRIC = {"test_mAP": "test mAP", "WGAP": "WGAP", "mIoU": "mIoU", "gap": "train − test mAP gap"}
 
 
-def delta(v, m, base=std_name):
-    return (mean(v, m) - mean(base, m)) * 100
+def arm(variant, metric, label=None):
+    """The per-seed values (points) of one row of the ablation."""
+    return Arm.from_rows(pts, variant, metric, label=label or variant)
 
 
-def nz(m):
-    return float(noise[m]) * 100
+def vs(a, b, metric, label, test="greater", paired=PAIRED, **kw):
+    """Row ``a`` − row ``b`` on ``metric``. Rows of the ablation share its seeds (paired); the standard model
+    ran with cfg["seeds"], so a comparison with it is paired only when those are the ablation's seeds."""
+    return Comparison(arm(a, metric), arm(b, metric), test, paired=paired, label=f"{label}, {METRIC[metric]}",
+                      metric="points", **kw)
 
 
-n_std, n_abl = len(cfg["seeds"]), len(cfg["ablation_seeds"])
-seeds_note = f"standard model {n_std} seeds, other rows {n_abl}"
-d_inter, d_intra = -delta("- inter skip", "test_mAP"), -delta("- intra skip", "test_mAP")
-v_inter, v_intra = judge(d_inter, nz("test_mAP")), judge(d_intra, nz("test_mAP"), expected="none")
-d_bn, d_act = -delta("- batch norm", "test_mAP"), -delta("- activation", "test_mAP")
-v_bn, v_act = judge(d_bn, nz("test_mAP")), judge(d_act - 10, nz("test_mAP"))  # "collapses": > 10 points
-d_dice = -delta("Dice loss", "test_mAP")
-d_wide = delta("Hourglass(2,64)", "test_mAP", base="Hourglass(4,32)")
-d_unet = -delta("U-Net (benchmark)", "test_mAP")
-gap = lambda v: (mean(v, "train_mAP") - mean(v, "test_mAP")) * 100  # noqa: E731
-d_dl = (mean("DeepLabv3-style", "mIoU") - mean("FCN-32s", "mIoU")) * 100
-d_poly = delta("Poly-1 (weighted)", "mIoU")
-
-
-def both(a, b):
-    return a if a == b else "not reproduced" if "not reproduced" in (a, b) else "inside the noise"
-
-
+hourglass = std_name  # the standard model: Hourglass(2,32), weighted CE
 claims = [
     Claim("C23", "Weighted CE beats plain CE, most of all on the worst group",
-          measured=f"WCE - CE: WGAP {-delta('plain cross-entropy', 'WGAP'):+.1f}, test mAP "
-                   f"{-delta('plain cross-entropy', 'test_mAP'):+.1f}, mIoU {-delta('plain cross-entropy', 'mIoU'):+.1f} "
-                   f"points (noise {nz('WGAP'):.1f} WGAP); {seeds_note}",
-          verdict=judge(-delta("plain cross-entropy", "WGAP"), nz("WGAP"))),
+          source="plain CE − weighted CE: WGAP −8.78, test mAP −0.61 points (seed 000 Table 2, one run)",
+          budget=budget, section="sec-c23",
+          comparisons=[vs(hourglass, "plain cross-entropy", "WGAP", "weighted − plain CE", source_effect=8.78),
+                       vs(hourglass, "plain cross-entropy", "test_mAP", "weighted − plain CE", source_effect=0.61)],
+          note="'most of all on the worst group' is read from the sizes of the two differences, not tested.",
+          extra={"weighted − plain CE, mIoU (points)": float(-deltas.loc["plain cross-entropy", "mIoU"])}),
     Claim("C24", "Inter skips matter a lot; intra skips little",
-          measured=f"removing inter skips {-d_inter:+.1f} test mAP, {delta('- inter skip', 'WGAP'):+.1f} WGAP; "
-                   f"removing intra skips {-d_intra:+.1f} test mAP (noise {nz('test_mAP'):.1f}); {seeds_note}",
-          verdict=both(v_inter, v_intra)),
+          source="removing inter skips: test mAP −4.00, WGAP −17.0; removing intra skips: test mAP +1.55 "
+                 "(seed 000 Table 2, one run)",
+          budget=budget, section="sec-c24",
+          comparisons=[vs(hourglass, "- inter skip", "test_mAP", "with − without inter skips", source_effect=4.00),
+                       vs(hourglass, "- inter skip", "WGAP", "with − without inter skips", source_effect=17.0),
+                       # "little": within 2 test-mAP points, half the source's "a lot" for inter skips (4 points).
+                       vs(hourglass, "- intra skip", "test_mAP", "with − without intra skips", "equivalent",
+                          margin=2.0, source_effect=-1.55)]),
     Claim("C25", "Without BN test mAP drops; without activation it collapses",
-          measured=f"- BN {-d_bn:+.1f}, - activation {-d_act:+.1f} test mAP (noise {nz('test_mAP'):.1f}); {seeds_note}",
-          verdict=both(v_bn, v_act), note="'collapses' is read as more than 10 points below the standard model."),
+          source="test mAP without BN −7.8, without activation −33.22 (seed 000 Table 2, one run)",
+          budget=budget, section="sec-c25",
+          comparisons=[vs(hourglass, "- batch norm", "test_mAP", "with − without BN", source_effect=7.8),
+                       vs(hourglass, "- activation", "test_mAP", "with − without activation", source_effect=33.22)],
+          note="'collapses' is tested as a drop; its size is read from the size label against the source's 33 points."),
     Claim("C26", "Dice loss alone fails badly",
-          measured=f"Dice {-d_dice:+.1f} test mAP vs weighted CE (noise {nz('test_mAP'):.1f}); {seeds_note}",
-          verdict=judge(d_dice - 10, nz("test_mAP")),
-          note="'badly' is read as more than 10 points below the standard model."),
+          source="Dice − weighted CE: test mAP −54.59 (seed 000 Table 2, one run)",
+          budget=budget, section="sec-c26",
+          comparisons=[vs(hourglass, "Dice loss", "test_mAP", "weighted CE − Dice", source_effect=54.59)],
+          note="'badly' is tested as a drop; its size is read from the size label against the source's 55 points."),
     Claim("C27", "Wider helps more than deeper",
-          measured=f"Hourglass(2,64) - Hourglass(4,32): {d_wide:+.1f} test mAP (noise {nz('test_mAP'):.1f}); "
-                   f"{seeds_note}",
-          verdict=judge(d_wide, nz("test_mAP"))),
+          source="Hourglass(2,64) +1.00, Hourglass(4,32) −0.90 test mAP vs the standard model: "
+                 "(2,64) − (4,32) = +1.90 (seed 000 Table 2, one run each)",
+          budget=budget, section="sec-c27",
+          comparisons=[vs("Hourglass(2,64)", "Hourglass(4,32)", "test_mAP", "Hourglass(2,64) − (4,32)", paired=True,
+                          source_effect=1.90)]),
     Claim("C28", "U-Net with concatenated skips overfits relative to the hourglass",
-          measured=f"U-Net {-d_unet:+.1f} test mAP; train-test mAP gap U-Net {gap('U-Net (benchmark)'):.1f} vs "
-                   f"hourglass {gap(std_name):.1f} (noise {nz('test_mAP'):.1f}); {seeds_note}",
-          verdict=both(judge(d_unet, nz("test_mAP")),
-                       judge(gap("U-Net (benchmark)") - gap(std_name), nz("train_mAP") + nz("test_mAP")))),
+          source="U-Net − hourglass: train mAP +2.08, test mAP −4.88, so train − test gap +6.96 "
+                 "(seed 000 Table 2, one run)",
+          budget=budget, section="sec-c28",
+          comparisons=[vs("U-Net (benchmark)", hourglass, "gap", "U-Net − hourglass",
+                          source_effect=6.96),
+                       vs(hourglass, "U-Net (benchmark)", "test_mAP", "hourglass − U-Net", source_effect=4.88)]),
     Claim("C29", "DeepLabv3 beats FCN-32s in mIoU",
-          measured=f"mIoU DeepLabv3-style {mean('DeepLabv3-style', 'mIoU'):.3f} vs FCN-32s {mean('FCN-32s', 'mIoU'):.3f} "
-                   f"(noise {nz('mIoU'):.1f} points); {seeds_note}",
-          verdict=judge(d_dl, nz("mIoU")), note="both from scratch on 32x32 canvases, not pretrained."),
+          source="mIoU 0.7467 vs 0.6027: +14.4 points (seed 001 P3, pretrained backbones, one run)",
+          budget=budget, section="sec-c29",
+          comparisons=[vs("DeepLabv3-style", "FCN-32s", "mIoU", "DeepLabv3-style − FCN-32s", paired=True,
+                          source_effect=14.4)],
+          note="both from scratch on 32x32 canvases, not pretrained.",
+          extra={"mIoU DeepLabv3-style": float(means.loc["DeepLabv3-style", "mIoU"]),
+                 "mIoU FCN-32s": float(means.loc["FCN-32s", "mIoU"])}),
     Claim("C30", "Poly-1 helps under class imbalance",
-          measured=f"Poly-1 (weighted) - weighted CE: {d_poly:+.1f} mIoU, "
-                   f"{delta('Poly-1 (weighted)', 'WGAP'):+.1f} WGAP (noise {nz('mIoU'):.1f} mIoU); {seeds_note}",
-          verdict=judge(d_poly, nz("mIoU"))),
+          source="no number: the source trained with Poly-1 and reports no comparison (seed 001 P3)",
+          budget=budget, section="sec-c30",
+          comparisons=[vs("Poly-1 (weighted)", hourglass, "mIoU", "Poly-1 − weighted CE"),
+                       vs("Poly-1 (weighted)", hourglass, "WGAP", "Poly-1 − weighted CE")],
+          note="Poly-1 with epsilon = 1 and the standard model's class weights, against weighted CE."),
 ]
 save_claims("06", claims);
 

@@ -32,7 +32,7 @@ import torch
 
 __all__ = ["FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "FASHION_FILES", "FASHION_SHA256", "DEFAULT_DATA_DIR",
            "DatasetNotFoundError", "DatasetCorruptError", "fashion_mnist_dirs", "find_fashion_mnist_dir", "describe_fashion_mnist_source",
-           "read_idx", "load_fashion_mnist", "load_digits28", "stratified_subset", "train_val_split", "main"]
+           "read_idx", "load_fashion_mnist", "load_digits28", "class_subset", "normalize", "stratified_subset", "train_val_split", "main"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # In a checkout of the course: its data/ folder. Installed as a package (e.g. on Colab): ./data.
@@ -231,6 +231,33 @@ def stratified_subset(labels: torch.Tensor, per_class: int, seed: int = 0) -> to
             raise ValueError(f"class {int(c)} has {len(idx)} examples, fewer than per_class={per_class}")
         picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     return torch.cat(picks).sort().values
+
+
+def normalize(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 images scaled to [0, 1] (float images as they are), then ``(x - mean) / std``: the input a model
+    trained with ``TensorLoader(..., mean=mean, std=std)`` sees, e.g. ``normalize(x, FASHION_MEAN, FASHION_STD)``."""
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    return (x - mean) / std
+
+
+def class_subset(images: torch.Tensor, labels: torch.Tensor, classes, per_class: int,
+                 seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The examples of ``classes`` only, relabelled ``0 .. len(classes) - 1`` in the order given, with
+    ``per_class`` of each drawn by ``stratified_subset(new_labels, per_class, seed)``.
+
+    E.g. ``class_subset(x, y, (0, 6), 1000)``: 1000 T-shirts labelled 0 and 1000 shirts labelled 1;
+    returns ``(images[idx], new_labels[idx])`` with ``idx`` sorted, so the original order is kept.
+    """
+    classes = torch.as_tensor(list(classes), dtype=torch.long)
+    if len(classes.unique()) != len(classes):
+        raise ValueError(f"classes must be distinct, got {classes.tolist()}")
+    labels = torch.as_tensor(labels)
+    remap = torch.full((int(max(labels.max(), classes.max())) + 1,), -1, dtype=torch.long)
+    remap[classes] = torch.arange(len(classes))
+    keep = torch.isin(labels, classes)
+    new_labels = remap[labels[keep]]
+    idx = stratified_subset(new_labels, per_class, seed=seed)
+    return images[keep][idx], new_labels[idx]
 
 
 def train_val_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

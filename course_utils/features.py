@@ -11,12 +11,14 @@
   deviation of L2-normalised embeddings, averaged over dimensions; about ``1/sqrt(d)`` for embeddings
   spread over the sphere, 0 when every image maps to the same point;
 - ``linear_probe``: logistic regression on frozen features, its strength chosen by cross-validation;
+- ``train_linear_head``: a linear layer trained with ``train.fit`` on frozen features (SGD or Adam, any loss);
 - ``recalibrate_batchnorm``: batch-norm statistics re-estimated on clean images before a frozen use;
 - ``KNNProbe``: kNN accuracy and collapse check of a BYOL model, to watch it during pre-training.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -28,6 +30,8 @@ from torch import nn
 from course_utils.hooks import eval_mode, train_mode
 from course_utils.loader import TensorLoader
 from course_utils.metrics import segmentation_report
+from course_utils.optim import sgd_one_cycle
+from course_utils.train import fit
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -174,6 +178,32 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     return float((model.predict(test_features.double().numpy()) == np.asarray(test_labels)).mean())
 
 
+def train_linear_head(features: torch.Tensor, labels: torch.Tensor, out_features: int, *, epochs: int, lr: float,
+                      seed: int, batch_size: int = 64, optimizer: Callable = sgd_one_cycle,
+                      loss_fn: Callable = F.cross_entropy, init: nn.Linear | None = None) -> nn.Linear:
+    """A linear head ``nn.Linear(d, out_features)`` trained with ``train.fit`` on frozen ``(N, d)`` features;
+    returned in eval mode, on the CPU.
+
+    Args:
+        features, labels: ``(N, d)`` features (e.g. from ``pooled_features``) and their ``(N,)`` targets.
+        epochs, lr, batch_size: shuffled batches of a ``TensorLoader`` seeded with ``seed``.
+        seed: seeds PyTorch's global generator first (``torch.manual_seed``), so the head's initial weights
+            and the batch order depend on ``seed`` only.
+        optimizer: ``optimizer(head, lr, total_steps) -> (optimizer, scheduler or None)``, as in
+            ``optim.OPTIMIZERS``: ``sgd_one_cycle`` (default), ``adam_constant``, or a ``functools.partial``
+            of one (e.g. ``partial(sgd_one_cycle, weight_decay=0.0)``).
+        loss_fn: ``loss_fn(logits, labels)``; e.g. ``losses.binary_cross_entropy`` with ``out_features=1``.
+        init: start from a copy of this layer instead of a freshly initialised one (``init`` is not changed).
+    """
+    torch.manual_seed(seed)
+    head = nn.Linear(features.shape[1], out_features) if init is None else copy.deepcopy(init).cpu()
+    loader = TensorLoader(features, labels, batch_size, shuffle=True, seed=seed)
+    opt, scheduler = optimizer(head, lr, epochs * len(loader))
+    fit(head, loader, None, epochs=epochs, optimizer=opt, scheduler=scheduler, loss_fn=loss_fn, metrics={},
+        progress=False, verbose=False)
+    return head.eval()
+
+
 @dataclass
 class KNNProbe:
     """Watch a BYOL model during training: kNN accuracy of its backbone features, and the collapse check.
@@ -202,4 +232,4 @@ class KNNProbe:
 
 
 __all__ = ["KNNProbe", "embedding_std", "evaluate_segmenter", "knn_accuracy", "knn_predict", "linear_probe",
-           "pooled_features", "predict", "predict_proba", "recalibrate_batchnorm"]
+           "pooled_features", "predict", "predict_proba", "recalibrate_batchnorm", "train_linear_head"]

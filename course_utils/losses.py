@@ -1,10 +1,14 @@
-"""Metric-learning losses: the triplet loss, its batch-hard variant, and a triplet sampler.
+"""Every loss the course trains with: metric learning, segmentation, BYOL and mixup.
+
+Metric learning: the triplet loss, its batch-hard variant, and a triplet sampler.
 
 An embedding network ``f`` is trained so that ``d(f(a), f(p)) + margin <= d(f(a), f(n))`` for an
 anchor ``a``, a positive ``p`` of the same class and a negative ``n`` of another class:
 
 - ``triplet_loss``: the triplet loss of Schroff, Kalenichenko & Philbin 2015 (FaceNet) on given
   triplets, identical to ``torch.nn.TripletMarginLoss``; ``sample_triplets`` draws random triplets.
+- ``in_batch_triplet_loss``: ``triplet_loss`` over one random triplet per example, drawn inside the batch.
+- ``binary_cross_entropy``: BCE of one sigmoid output per example, with integer labels.
 - ``batch_hard_triplet_loss``: Hermans, Beyer & Leibe 2017 ("In Defense of the Triplet Loss for
   Person Re-Identification"): every example of a batch is an anchor, paired with its hardest
   positive and hardest negative in the batch, so no triplets need to be mined offline.
@@ -12,7 +16,7 @@ anchor ``a``, a positive ``p`` of the same class and a negative ``n`` of another
 Each is tested against PyTorch or a brute-force loop in ``tests/test_losses.py``.
 
 Per-pixel losses for segmentation under class imbalance (logits ``(B, K, ...)``, targets ``(B, ...)``),
-tested in ``tests/test_segmentation_losses.py``:
+tested in ``tests/test_losses.py``:
 
 - ``class_weights_from_frequencies``: median-frequency balancing (Eigen & Fergus 2015);
 - ``weighted_cross_entropy``: cross-entropy with a weight per class, equal to ``F.cross_entropy(weight=...)``;
@@ -140,6 +144,32 @@ def sample_triplets(labels, n: int, seed: int = 0) -> torch.Tensor:
     r = uniform_below(len(labels) - counts[c])  # skip the anchor's whole class block
     negative = order[r + (r >= start[c]).long() * counts[c]]
     return torch.stack([anchor, positive, negative], 1)
+
+
+def in_batch_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 1.0,
+                          seed: int | None = None) -> torch.Tensor:
+    """``triplet_loss`` over one random triplet per example of a batch: ``B`` triplets drawn by
+    ``sample_triplets(labels, B, seed)`` among the ``(B, D)`` ``embeddings`` themselves.
+
+    With ``seed=None`` the seed is drawn from PyTorch's global generator, so each batch gets new triplets
+    and a seeded run gets the same ones again. The cheap alternative to ``batch_hard_triplet_loss``: random
+    rather than hardest triplets, so most of them are easy once training succeeds, but the embedding does
+    not collapse as the hardest ones can make it.
+    """
+    if seed is None:
+        seed = int(torch.randint(2**31 - 1, ()))
+    idx = sample_triplets(labels, len(embeddings), seed=seed).to(embeddings.device)  # (B, 3)
+    return triplet_loss(embeddings[idx[:, 0]], embeddings[idx[:, 1]], embeddings[idx[:, 2]], margin=margin)
+
+
+def binary_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of ``(N, 1)`` (or ``(N,)``) logits with ``(N,)`` labels 0 / 1 of any dtype:
+    ``F.binary_cross_entropy_with_logits``, for a classifier with one sigmoid output (a loss for ``fit``)."""
+    if logits.ndim == 2:
+        if logits.shape[1] != 1:
+            raise ValueError(f"logits must be (N, 1) or (N,), got {tuple(logits.shape)}")
+        logits = logits[:, 0]
+    return F.binary_cross_entropy_with_logits(logits, labels.float())
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -68,6 +68,14 @@ def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 1) -> f
     return (labels[nearest] == labels[:, None]).any(1).float().mean().item()
 
 
+def active_triplet_fraction(embeddings: torch.Tensor, triplets: torch.Tensor, margin: float) -> float:
+    """The fraction of triplets that still violate the margin, ``d(a, p) - d(a, n) + margin > 0`` (Euclidean):
+    the triplets that would still give a triplet loss and a gradient. ``embeddings`` ``(N, D)``, ``triplets``
+    ``(T, 3)`` indices (anchor, positive, negative), e.g. from ``losses.sample_triplets``."""
+    a, p, n = embeddings[triplets[:, 0]], embeddings[triplets[:, 1]], embeddings[triplets[:, 2]]
+    return ((a - p).norm(dim=1) - (a - n).norm(dim=1) + margin > 0).float().mean().item()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Segmentation: every pixel is an example. Predictions are labels (B, H, W) or scores (B, K, H, W).
 
@@ -182,5 +190,5 @@ def segmentation_report(scores, target, max_pixels: int | None = None, seed: int
             "iou": iou, "ap": ap}
 
 
-__all__ = ["accuracy", "average_precision_per_class", "confusion_matrix", "f1_scores", "macro_f1", "mean_average_precision",
+__all__ = ["accuracy", "active_triplet_fraction", "average_precision_per_class", "confusion_matrix", "f1_scores", "macro_f1", "mean_average_precision",
            "mean_iou", "micro_f1", "predicted_labels", "recall_at_k", "segmentation_report", "worst_group_ap"]

@@ -1,9 +1,9 @@
 """How big a model is: ``count_parameters`` and ``model_summary`` (one row per module with its output shape
-and parameter count)."""
+and parameter count); where the time of a step goes: ``profile_operators`` (``torch.profiler``, per operator)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -11,7 +11,7 @@ from torch import nn
 
 from course_utils.hooks import eval_mode
 
-__all__ = ["count_parameters", "model_summary"]
+__all__ = ["count_parameters", "model_summary", "profile_operators"]
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -53,3 +53,40 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], depth: int = 2,
         "output shape": rows.get(n, "(not called)"),
         "params": count_parameters(model.get_submodule(n)),
     } for n in names])
+
+
+def profile_operators(fn: Callable[[], object], steps: int = 5, warmup: int = 3,
+                      by_input_shape: bool = False) -> pd.DataFrame:
+    """Where the time of ``fn()`` goes (e.g. one training step): ``torch.profiler``'s CPU self time of every
+    operator, per call.
+
+    Runs ``fn`` ``warmup`` times untimed (the first calls pick algorithms and allocate memory), then profiles
+    ``steps`` more calls.
+
+    Args:
+        fn: called without arguments, e.g. ``functools.partial(train_step, model, optimizer, x, y)``.
+        by_input_shape: one row per operator and shape of its first input (``"aten::add_ [32, 32, 28, 28]"``),
+            to tell which layer an operator belongs to.
+
+    Returns: one row per operator, most self time first, with columns ``operator``, ``calls per step``
+    (``count // steps``: every call of ``fn`` is expected to run the same operators) and ``self ms per step``
+    (the time inside the operator itself, not in the operators it calls, so the column adds up to the
+    operator time of a call).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        fn()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=by_input_shape) as prof:
+        for _ in range(steps):
+            fn()
+    events = prof.key_averages(group_by_input_shape=by_input_shape)
+    rows = pd.DataFrame({
+        "operator": [f"{e.key} {e.input_shapes[0] if e.input_shapes else ''}" if by_input_shape else e.key
+                     for e in events],
+        "count": [e.count for e in events], "self_us": [e.self_cpu_time_total for e in events]})
+    if by_input_shape:  # the same first input shape with different other inputs: one row
+        rows = rows.groupby("operator", as_index=False, sort=False).sum()
+    rows = rows.sort_values("self_us", ascending=False, kind="stable", ignore_index=True)
+    return pd.DataFrame({"operator": rows["operator"], "calls per step": rows["count"] // steps,
+                         "self ms per step": rows["self_us"] / 1e3 / steps})

@@ -288,4 +288,28 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
     return history
 
 
-__all__ = ["DivergenceError", "EarlyStopping", "Evaluation", "History", "evaluate", "fit", "supervised_step"]
+class Snapshots:
+    """An ``after_step`` hook for ``fit`` that calls ``fn(model)`` once after each of the given numbers of
+    optimiser steps (counted over the whole run) and keeps the results in ``values``: ``{steps done: fn(model)}``.
+
+    A look at the model in mid-training must not change the training: ``fn`` runs inside
+    ``torch.random.fork_rng()`` (the global random state is restored afterwards, however many numbers ``fn``
+    draws) and in eval mode, with every submodule's train/eval flag restored afterwards. The hook returns
+    nothing, so nothing is added to the ``History``.
+
+    E.g. ``snap = Snapshots(lambda m: pooled_features(m, images), after=[50])``, ``fit(..., after_step=snap)``,
+    then ``snap.values[50]`` (missing if the run stopped before its 50th step).
+    """
+
+    def __init__(self, fn: Callable[[torch.nn.Module], object], after: Iterable[int]):
+        self.fn, self.after, self.values = fn, set(after), {}
+
+    def __call__(self, model: torch.nn.Module, i: int) -> None:
+        done = i + 1  # fit passes the index of the step just taken (0, 1, ...)
+        if done in self.after and done not in self.values:
+            with torch.random.fork_rng(), eval_mode(model):
+                self.values[done] = self.fn(model)
+
+
+__all__ = ["DivergenceError", "EarlyStopping", "Evaluation", "History", "Snapshots", "evaluate", "fit",
+           "supervised_step"]

@@ -1,5 +1,6 @@
 """Figures the chapters share: training curves, image grids, confusion matrices, attribution maps,
-embeddings, and segmentation pictures (coloured masks, predictions grids, the hourglass diagram).
+embeddings, coloured segmentation masks, forest plots of claims, and a slider explorer. Diagrams that explain
+an idea (which axes a norm averages over, the hourglass's skips) are in ``course_utils.diagrams``.
 
 Each function draws into a new figure (or the ``ax`` given) and returns the figure, so a notebook
 cell ends with it and Jupyter shows it once.
@@ -7,13 +8,13 @@ cell ends with it and Jupyter shows it once.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
+from matplotlib.patches import Patch, Rectangle
 
 
 def plot_history(history, metrics: Sequence[str] = ("loss", "acc"), title: str | None = None):
@@ -140,35 +141,6 @@ def show_attributions(images: torch.Tensor, maps: dict, row_titles: Sequence[str
     return fig
 
 
-def plot_norm_axes(num_samples: int = 4, num_channels: int = 6, groups: int = 2):
-    """Which activations share one mean and variance, for BN, LN, IN and GN (after Wu & He 2018, Fig. 2).
-
-    Each cell is the H x W plane of one sample (column) and one channel (row); the shaded cells are
-    normalised together with the statistics of that set.
-    """
-    sets = {
-        "Batch norm\n(N, H, W) per channel": lambda n, c: c == 1,
-        "Layer norm\n(C, H, W) per sample": lambda n, c: n == 1,
-        "Instance norm\n(H, W) per sample, channel": lambda n, c: n == 1 and c == 1,
-        f"Group norm, G={groups}\n(C/G, H, W) per sample": lambda n, c: n == 1 and c < num_channels // groups,
-    }
-    fig, axes = plt.subplots(1, len(sets), figsize=(3.0 * len(sets), 2.6))
-    for ax, (title, member) in zip(axes, sets.items()):
-        grid = np.array([[1.0 if member(n, c) else 0.0 for n in range(num_samples)] for c in range(num_channels)])
-        ax.imshow(grid, cmap="Blues", vmin=-0.3, vmax=1.3)
-        ax.set_xticks(range(num_samples), [str(i) for i in range(num_samples)], fontsize=7)
-        ax.set_yticks(range(num_channels), [str(i) for i in range(num_channels)], fontsize=7)
-        ax.set_xticks(np.arange(-0.5, num_samples), minor=True)
-        ax.set_yticks(np.arange(-0.5, num_channels), minor=True)
-        ax.grid(which="minor", color="white", linewidth=1.5)
-        ax.tick_params(which="minor", length=0)
-        ax.set_xlabel("sample n (batch axis)", fontsize=8)
-        ax.set_ylabel("channel c", fontsize=8)
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 def project_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
     """``(N, D)`` features -> ``(N, 2)`` with scikit-learn's PCA or t-SNE (perplexity 30, PCA init, seeded)."""
     from sklearn.decomposition import PCA
@@ -261,53 +233,74 @@ def show_segmentations(images: torch.Tensor, rows: Mapping[str, torch.Tensor], c
     return fig
 
 
-def draw_hourglass(stacks: int = 2, depth: int = 3):
-    """A diagram of ``Hourglass(stacks, width)``: each module's resolution levels as bars whose height is the
-    map's side; inter skips as arcs from each down level to the up level of the same size; intra skips
-    (residual shortcuts inside each block) as small loops. Returns the figure."""
-    fig, ax = plt.subplots(figsize=(2.0 + 2.6 * stacks, 2.8))
-    x, step, colors = 0.0, 0.45, ("#4c72b0", "#dd8452")
+VERDICT_COLORS = {"supported": "#1a9850", "contradicted": "#d73027", "inconclusive": "#e6a100",
+                  "not testable here": "0.6", "not judged": "0.6", None: "C0"}
 
-    def block(x0, level, color, label=None):
-        h = 1.0 / 2**level
-        ax.add_patch(Rectangle((x0, 0.5 - h / 2), 0.28, h, color=color, alpha=0.85))
-        loop = FancyArrowPatch((x0 + 0.02, 0.5 + h / 2), (x0 + 0.26, 0.5 + h / 2), connectionstyle="arc3,rad=-0.8",
-                               arrowstyle="-|>", mutation_scale=6, color="0.4", lw=0.8)
-        ax.add_patch(loop)  # intra skip: a shortcut around the block
-        if label:
-            ax.text(x0 + 0.14, 0.5 - h / 2 - 0.06, label, ha="center", va="top", fontsize=6)
 
-    block(x, 0, "0.6", "stem")
-    x += step
-    for s in range(stacks):
-        downs = []
-        for level in range(1, depth + 1):
-            block(x, level, colors[0], "down" if level == 1 else None)
-            downs.append(x)
-            x += step
-        ups = {}
-        for level in range(depth, 0, -1):
-            block(x, level, colors[1], "up" if level == 1 else None)
-            ups[level] = x
-            x += step
-        for level, xd in enumerate(downs, start=1):  # inter skip: encoder level -> decoder level of that size
-            h = 1.0 / 2 ** (level - 1)
-            end = ups[level] + 0.28 if level > 1 else ups[1] + step + 0.02
-            ax.add_patch(FancyArrowPatch((xd - 0.05, 0.5 + h / 2 + 0.03), (end, 0.5 + h / 2 + 0.03),
-                                         connectionstyle=f"arc3,rad=-{0.25 / level:.2f}", arrowstyle="-|>",
-                                         mutation_scale=7, color="C2", lw=1.0))
-        ax.text((downs[0] + ups[1]) / 2 + 0.14, -0.05, f"hourglass module {s + 1}", ha="center", fontsize=7)
-    block(x, 0, "0.6", "head")
-    ax.text(x + 0.5, 0.9, "intra skip (loop)\ninter skip (green arc)", fontsize=6, va="top")
-    ax.set_xlim(-0.2, x + 1.3)
-    ax.set_ylim(-0.15, 1.35)
-    ax.axis("off")
-    ax.set_title(f"Hourglass({stacks}, width): bar height = map side, down = max-pool + block, up = block + upsample",
-                 fontsize=8)
+def forest_plot(rows: Sequence[Mapping], xlabel: str = "difference a − b", title: str | None = None, ax=None):
+    """Intervals as rows: each row's mean difference and 95% interval (coloured by verdict), the source's
+    effect (black ×), the equivalence margin (grey band) and 0 (dotted). A row without an interval (an arm
+    with < 3 values) is a hollow circle. ``rows``: mappings with ``label``, ``diff``, ``ci95`` ((lo, hi) or
+    None) and optional ``source``, ``margin``, ``verdict`` (``claims.forest_rows`` builds them)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.36 * len(rows)))
+    fig = ax.figure
+    for y, r in zip(range(len(rows), 0, -1), rows):
+        color = VERDICT_COLORS.get(r.get("verdict"), "C0")
+        if r.get("margin"):
+            m = r["margin"]
+            ax.add_patch(Rectangle((-m, y - 0.35), 2 * m, 0.7, color="0.85", zorder=0, gid="margin"))
+        if r.get("ci95") is not None:
+            lo, hi = r["ci95"]
+            ax.plot([lo, hi], [y, y], color=color, lw=2.5, solid_capstyle="butt", gid="interval")
+            ax.plot([r["diff"]], [y], "o", color=color, ms=5, gid="estimate")
+        else:
+            ax.plot([r["diff"]], [y], "o", mfc="none", color=color, ms=6, gid="estimate")
+        if r.get("source") is not None:
+            ax.plot([r["source"]], [y], "x", color="k", ms=7, mew=1.8, gid="source")
+    ax.axvline(0, color="0.3", lw=0.8, ls=":")
+    ax.set_yticks(range(len(rows), 0, -1), [str(r["label"]) for r in rows], fontsize=8)
+    ax.set_ylim(0.4, len(rows) + 0.6)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    shown = list(dict.fromkeys(r.get("verdict") for r in rows if r.get("verdict")))
+    handles = [Patch(color=VERDICT_COLORS[v], label=v) for v in shown]
+    if any(r.get("source") is not None for r in rows):
+        handles.append(plt.Line2D([], [], marker="x", color="k", ls="none", label="source"))
+    if any(r.get("margin") for r in rows):
+        handles.append(Patch(color="0.85", label="margin"))
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
 
-__all__ = ["book_style", "declutter_labels", "draw_hourglass", "mask_colors", "mask_to_rgb", "plot_confusion_matrix",
-           "plot_embeddings", "plot_history", "plot_norm_axes", "project_2d", "show_attributions", "show_cams",
-           "show_images", "show_segmentations"]
+def explorer(n: int, draw: Callable[[int], object], description: str = "index", value: int = 0):
+    """An interactive explorer for a notebook: a slider over ``0 .. n - 1``; moving it to ``i`` calls ``draw(i)``
+    (which makes a figure, e.g. ``show_attributions`` of image ``i``) and shows that figure in place of the
+    previous one. Nothing is drawn until the slider moves. Returns the widget: end a cell with it.
+
+    Needs ``ipywidgets`` (installed with Jupyter); a static page (the book) shows the slider without figures.
+    """
+    import ipywidgets as widgets
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    slider = widgets.IntSlider(value=value, min=0, max=n - 1, description=description, continuous_update=False)
+    shown = widgets.Output()
+
+    def redraw(change):
+        with shown:
+            shown.clear_output(wait=True)
+            draw(change["new"])
+            plt.show()
+
+    slider.observe(redraw, names="value")
+    return widgets.VBox([slider, shown])
+
+
+__all__ = ["VERDICT_COLORS", "book_style", "declutter_labels", "explorer", "forest_plot",
+           "mask_colors", "mask_to_rgb", "plot_confusion_matrix", "plot_embeddings", "plot_history",
+           "project_2d", "show_attributions", "show_cams", "show_images", "show_segmentations"]

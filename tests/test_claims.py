@@ -1,46 +1,171 @@
+"""Claims: intervals against scipy.stats and by hand, verdicts at the edges, the combination rule, the size
+label, the JSON round trip, and the recompute command (on book/results, and catching an edited value)."""
+
 import json
+import math
+from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
-from course_utils.claims import Claim, judge, load_claims, results_dir, save_claims
+from course_utils import claims as cl
+from course_utils.claims import Arm, Budget, Claim, Comparison, check_results, load_claims, results_dir, save_claims
+from course_utils.intervals import combine, decide, interval, size_label
 
-
-def test_judge_covers_every_verdict():
-    assert judge(1.2, 0.5) == "confirmed"
-    assert judge(-1.2, 0.5) == "not reproduced"
-    assert judge(-1.2, 0.5, expected="negative") == "confirmed"
-    assert judge(0.4, 0.5) == "inside the noise"
-    assert judge(0.4, 0.5, expected="none") == "confirmed"
-    assert judge(2.0, 0.5, expected="none") == "not reproduced"
-    with pytest.raises(ValueError, match="expected"):
-        judge(1.0, 0.1, expected="up")
-    with pytest.raises(ValueError, match="finite"):
-        judge(float("nan"), 0.1)
-    assert judge(5.0, float("nan")) == "inside the noise"  # one seed: no spread to compare with
+ROOT = Path(__file__).resolve().parent.parent
+A, B, SEEDS = [88.0, 88.6, 87.5, 88.9], [86.9, 87.0, 86.1, 87.8], [0, 1, 2, 3]
 
 
-def test_claim_validates_its_fields():
-    with pytest.raises(ValueError, match="C04"):
-        Claim("4", "x", measured="1", verdict="confirmed")
-    with pytest.raises(ValueError, match="verdict"):
-        Claim("C04", "x", measured="1", verdict="maybe")
-    with pytest.raises(ValueError, match="measured"):
-        Claim("C04", "x", measured=" ", verdict="confirmed")
+def test_paired_interval_is_scipys_ttest_rel():
+    diff, ci = interval(A, B, paired=True, a_seeds=SEEDS, b_seeds=SEEDS)
+    ref = stats.ttest_rel(A, B).confidence_interval(0.95)
+    assert diff == pytest.approx(np.mean(A) - np.mean(B))
+    assert ci == pytest.approx((ref.low, ref.high), rel=1e-12)
+
+
+def test_welch_interval_is_scipys_ttest_ind():
+    b = [86.9, 87.0, 86.1]
+    diff, ci = interval(A, b)
+    ref = stats.ttest_ind(A, b, equal_var=False).confidence_interval(0.95)
+    assert ci == pytest.approx((ref.low, ref.high), rel=1e-12)
+
+
+def test_intervals_by_hand():
+    # paired: differences 1, 2, 3 -> mean 2, sd 1, se 1/sqrt(3); t(0.975, 2) = 4.302652729911275
+    _, (lo, hi) = interval([2, 4, 6], [1, 2, 3], paired=True, a_seeds=[0, 1, 2], b_seeds=[0, 1, 2])
+    half = 4.302652729911275 / math.sqrt(3)
+    assert (lo, hi) == pytest.approx((2 - half, 2 + half))
+    # Welch with equal variances and sizes: var 1 each, n 3 -> se sqrt(2/3), df 4, t(0.975, 4) = 2.7764451051977987
+    _, (lo, hi) = interval([1, 2, 3], [0, 1, 2])
+    half = 2.7764451051977987 * math.sqrt(2 / 3)
+    assert (lo, hi) == pytest.approx((1 - half, 1 + half))
+    assert interval([1, 1, 1], [0, 0, 0])[1] == (1.0, 1.0)  # no spread: the interval is the value
+
+
+def test_paired_aligns_by_seed_and_refuses_different_seeds():
+    shuffled = Arm("a", [A[2], A[0], A[3], A[1]], seeds=[2, 0, 3, 1])
+    assert Comparison(shuffled, Arm("b", B, SEEDS), "greater", paired=True).ci95 == pytest.approx(
+        interval(A, B, True, SEEDS, SEEDS)[1])
+    with pytest.raises(ValueError, match="different seeds"):
+        Comparison(Arm("a", A, SEEDS), Arm("b", B, [0, 1, 2, 7]), "greater", paired=True)
+    with pytest.raises(ValueError, match="seeds"):
+        Comparison(Arm("a", A), Arm("b", B), "greater", paired=True)
+
+
+def test_verdicts_of_each_test():
+    assert decide((0.1, 2.0), "greater") == "supported"
+    assert decide((-2.0, -0.1), "greater") == "contradicted"
+    assert decide((0.0, 2.0), "greater") == "inconclusive"  # touching 0 is not "entirely above"
+    assert decide((-2.0, -0.1), "less") == "supported" and decide((0.1, 2.0), "less") == "contradicted"
+    assert decide(None, "greater") == "not judged"
+    assert decide((0.1, 2.0), "not_testable") == "not testable here"
+    with pytest.raises(ValueError, match="test"):
+        decide((0, 1), "bigger")
+
+
+def test_equivalence_at_the_edges_of_the_margin():
+    assert decide((-0.5, 0.5), "equivalent", 0.5) == "supported"  # edges included
+    assert decide((-0.5, 0.5000001), "equivalent", 0.5) == "inconclusive"
+    assert decide((0.5, 1.0), "equivalent", 0.5) == "inconclusive"  # touches the margin
+    assert decide((0.5000001, 1.0), "equivalent", 0.5) == "contradicted"
+    assert decide((-1.0, -0.6), "equivalent", 0.5) == "contradicted"
+    assert decide((-1.0, 1.0), "equivalent", 0.5) == "inconclusive"  # a noisy run never "confirms no effect"
+    with pytest.raises(ValueError, match="margin"):
+        Comparison(Arm("a", A), Arm("b", B), "equivalent")
+
+
+def test_fewer_than_three_values_are_shown_not_judged():
+    c = Comparison(Arm("one seed", [91.0], [0]), Arm("b", B, SEEDS), "greater")
+    assert c.ci95 is None and c.verdict == "not judged" and c.diff == pytest.approx(91.0 - np.mean(B))
+    two = Comparison(Arm("a", A[:2], [0, 1]), Arm("b", B[:2], [0, 1]), "greater", paired=True)
+    assert two.verdict == "not judged" and two.size is None
+    assert Comparison(Arm("a", A[:3]), Arm("b", B[:3]), "greater").verdict in ("supported", "inconclusive")
+
+
+def test_combination_rule():
+    assert combine(["supported", "supported"]) == "supported"
+    assert combine(["supported", "contradicted", "inconclusive"]) == "contradicted"
+    assert combine(["supported", "inconclusive"]) == "inconclusive"
+    assert combine(["supported", "not judged"]) == "inconclusive"
+    assert combine(["not judged", "not testable here"]) == "not judged"
+    assert combine(["not testable here"]) == "not testable here"
+    with pytest.raises(ValueError):
+        combine([])
+
+
+def test_size_label_reads_the_interval_in_the_sources_direction():
+    assert size_label((0.5, 2.0), 1.15) == "similar"
+    assert size_label((0.1, 0.9), 1.15) == "smaller" and size_label((1.5, 3.0), 1.15) == "larger"
+    assert size_label((-2.0, -0.5), -1.15) == "similar"
+    assert size_label((-0.9, -0.1), -1.15) == "smaller"  # a weaker effect in the source's direction
+    assert size_label((0.2, 0.9), -1.15) == "smaller"  # the other way is smaller still
+    assert size_label((-3.0, -1.5), -1.15) == "larger"
+    assert size_label((0.1, 0.9), None) is None and size_label(None, 1.0) is None
+
+
+def _claims():
+    a, b = Arm("max-pool", A, SEEDS), Arm("stride", B, SEEDS)
+    eq = Comparison(Arm("GELU", [88.1, 88.2, 88.0], [0, 1, 2]), Arm("ReLU", [88.0, 88.3, 88.1], [0, 1, 2]),
+                    "equivalent", margin=0.5, paired=True, source_effect=0.02, metric="test accuracy")
+    return [Claim("C04", "max-pool beats stride", [Comparison(a, b, "greater", paired=True, source_effect=1.15), eq],
+                  source="−1.15 (Table 1)", budget=Budget(1200, 128, 10), section="sec-c04"),
+            Claim("C09", "more layers help", [Comparison(Arm("deep", [91.0], [0]), b, "greater")])]
 
 
 def test_save_prints_and_round_trips(tmp_path, capsys):
-    claims = [Claim("C05", "b", measured="+0.42 ± 0.10", verdict="confirmed"),
-              Claim("C04", "a", measured="-1.15 ± 0.30", verdict="confirmed", note="why")]
+    claims = _claims()
     path = save_claims("02", claims, profile="cpu", path=tmp_path / "02.json")
     out = capsys.readouterr().out
-    assert "C04 [confirmed] a: -1.15 ± 0.30" in out and "+0.42 ± 0.10" in out
+    assert f"C04 [{claims[0].verdict}] max-pool beats stride" in out and "C09 [not judged]" in out
+    assert cl.describe(claims[0].comparisons[0]) in out
     data = json.loads(path.read_text())
-    assert data["chapter"] == "02" and data["profile"] == "cpu"
-    rows = load_claims(tmp_path)
-    assert [r["id"] for r in rows] == ["C04", "C05"] and rows[0]["note"] == "why"
+    assert list(data) == ["chapter", "profile", "date", "format", "claims"] and data["format"] == cl.FORMAT
+    c04 = data["claims"][0]
+    assert c04["budget"] == {"optimizer_steps": 1200, "batch_size": 128, "epochs": 10}
+    first = c04["comparisons"][0]
+    assert first["a"] == {"label": "max-pool", "values": A, "seeds": SEEDS} and first["paired"] is True
+    assert first["ci95"] == pytest.approx(list(claims[0].comparisons[0].ci95)) and first["verdict"] == "supported"
+    assert c04["comparisons"][1]["margin"] == 0.5 and c04["verdict"] == claims[0].verdict
+    for stored, c in zip(c04["comparisons"], claims[0].comparisons):
+        assert Comparison.from_json(stored) == c  # JSON round trip
+    assert [r["id"] for r in load_claims(tmp_path)] == ["C04", "C09"]
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write leaves no temp file
     with pytest.raises(ValueError, match="once"):
         save_claims("02", claims + claims[:1], path=tmp_path / "x.json")
+
+
+def test_arm_from_run_grid_rows():
+    rows = [{"variant": v, "seed": s, "acc": float(10 * i + s)} for i, v in enumerate(["x", "y"]) for s in (2, 0, 1)]
+    arm = Arm.from_rows(rows, "y", "acc", label="Y")
+    assert arm == Arm("Y", [10.0, 11.0, 12.0], [0, 1, 2])
+    pd = pytest.importorskip("pandas")
+    assert Arm.from_rows(pd.DataFrame(rows), "y", "acc", label="Y") == arm
+    with pytest.raises(ValueError, match="variant"):
+        Arm.from_rows(rows, "z", "acc")
+
+
+def test_recompute_command_passes_on_the_books_results(capsys):
+    assert cl.main(["--check", str(ROOT / "book" / "results")]) == 0, capsys.readouterr().err
+
+
+def test_recompute_command_catches_an_edited_value(tmp_path, capsys):
+    save_claims("02", _claims(), profile="cpu", path=tmp_path / "02.json")
+    assert cl.main(["--check", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "02.json").read_text())
+    data["claims"][0]["comparisons"][0]["a"]["values"][0] = 80.0  # an edited value: the stored interval no longer follows
+    (tmp_path / "02.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert cl.main(["--check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "02.json C04 comparison 1" in err and "ci95" in err and "verdict" in err
+
+
+def test_old_format_files_are_not_yet_measured(tmp_path, capsys):
+    (tmp_path / "01.json").write_text(json.dumps({"chapter": "01", "profile": "cpu", "date": "2026-01-01", "claims": [
+        {"id": "C01", "claim": "x", "measured": "1 ± 0", "verdict": "confirmed", "note": "", "numbers": {}}]}))
+    assert check_results(tmp_path) == ([], ["01.json C01"])
+    assert cl.main(["--check", str(tmp_path)]) == 0 and "not yet measured" in capsys.readouterr().out
 
 
 def test_smoke_results_never_land_in_the_book(tmp_path, monkeypatch):
@@ -51,20 +176,21 @@ def test_smoke_results_never_land_in_the_book(tmp_path, monkeypatch):
     assert results_dir("cpu") == tmp_path / "r"
 
 
-def test_json_format_is_the_one_the_page_reads(tmp_path, capsys):
-    path = save_claims("03", [Claim("C10", "c", measured="1 ± 0", verdict="inside the noise", numbers={"d": 1.0})],
-                       profile="cpu", path=tmp_path / "03.json")
-    data = json.loads(path.read_text())
-    assert list(data) == ["chapter", "profile", "date", "claims"]
-    assert data["claims"] == [{"id": "C10", "claim": "c", "measured": "1 ± 0", "verdict": "inside the noise",
-                               "note": "", "numbers": {"d": 1.0}}]
+def test_claim_and_comparison_validate_their_fields():
+    a, b = Arm("a", A), Arm("b", B)
+    with pytest.raises(ValueError, match="C04"):
+        Claim("4", "x", [Comparison(a, b, "greater")])
+    with pytest.raises(ValueError, match="Comparison"):
+        Claim("C04", "x", [])
+    with pytest.raises(ValueError, match="reason"):
+        Comparison(a, b, "not_testable")
+    with pytest.raises(ValueError, match="margin"):
+        Comparison(a, b, "greater", margin=0.5)
+    with pytest.raises(ValueError, match="finite"):
+        Arm("a", [float("nan")])
 
 
 def test_course_root_is_the_checkout_holding_a_folder(tmp_path):
-    from pathlib import Path
-
-    from course_utils.claims import course_root
-
     here = Path(__file__).resolve().parent
-    assert course_root(here) == here.parent
-    assert course_root(tmp_path) is None
+    assert cl.course_root(here) == here.parent
+    assert cl.course_root(tmp_path) is None

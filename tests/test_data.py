@@ -136,3 +136,26 @@ def test_every_data_name_has_one_home():
             assert hasattr(m, name), f"{m.__name__}.__all__ names {name}, which it does not define"
             homes.setdefault(name, []).append(m.__name__)
     assert {n: h for n, h in homes.items() if len(h) > 1} == {}
+
+
+def test_class_subset_relabels_in_the_given_order_and_draws_per_class():
+    y = torch.arange(60) % 5  # 12 examples of each of 5 classes
+    x = torch.arange(60)[:, None] * 10
+    xs, ys = data.class_subset(x, y, (3, 1), 4, seed=2)
+    assert torch.bincount(ys).tolist() == [4, 4]
+    assert torch.equal(y[xs[:, 0] // 10], torch.tensor([3, 1])[ys])  # label 0 is class 3, label 1 is class 1
+    keep = (y == 3) | (y == 1)
+    idx = data.stratified_subset(torch.where(y[keep] == 3, 0, 1), 4, seed=2)
+    assert torch.equal(xs, x[keep][idx])  # the same draw as stratified_subset of the relabelled examples
+    with pytest.raises(ValueError, match="distinct"):
+        data.class_subset(x, y, (1, 1), 4)
+
+
+def test_normalize_matches_what_the_loader_feeds_a_model():
+    from course_utils.loader import TensorLoader
+
+    x = torch.randint(0, 256, (7, 1, 5, 5), dtype=torch.uint8)
+    out = data.normalize(x, data.FASHION_MEAN, data.FASHION_STD)
+    batch, _ = next(iter(TensorLoader(x, torch.zeros(7), 7, mean=data.FASHION_MEAN, std=data.FASHION_STD)))
+    assert out.dtype == torch.float32 and torch.equal(out, batch)
+    assert torch.equal(data.normalize(x.float() / 255, 0.5, 2.0), (x.float() / 255 - 0.5) / 2.0)  # floats not rescaled

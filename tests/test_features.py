@@ -11,7 +11,8 @@ from torch import nn
 from course_utils.features import (KNNProbe, embedding_std, evaluate_segmenter, knn_accuracy, knn_predict,
                                    linear_probe, pooled_features, predict, predict_proba, recalibrate_batchnorm)
 from course_utils.loader import TensorLoader
-from course_utils.models import BYOL, resnet6n2
+from course_utils.models.byol import BYOL
+from course_utils.models.resnet import resnet6n2
 
 
 @pytest.fixture(autouse=True)
@@ -187,3 +188,34 @@ def test_knn_probe_watches_without_changing_the_model():
     assert out["knn_acc"] == knn_accuracy(bank, labels[:20], queries, labels[20:], k=5)
     assert model.training and model.projector.training
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # running statistics untouched
+
+
+def test_train_linear_head_separates_clusters_reproducibly_and_is_fit_on_a_linear_layer():
+    import functools
+
+    from course_utils.features import train_linear_head
+    from course_utils.losses import binary_cross_entropy
+    from course_utils.metrics import accuracy
+    from course_utils.optim import adam_constant, sgd_one_cycle
+    from course_utils.train import fit
+    x, y = clusters(n=120, d=8, classes=3, seed=0, spread=0.5)
+    head = train_linear_head(x, y, 3, epochs=5, lr=0.1, seed=0)
+    assert isinstance(head, nn.Linear) and not head.training and accuracy(head(x), y) > 0.9
+    again = train_linear_head(x, y, 3, epochs=5, lr=0.1, seed=0)
+    assert torch.equal(head.weight, again.weight)
+    # the same as the loop written out: seed, fresh layer, seeded loader, optimizer(head, lr, steps), fit
+    torch.manual_seed(1)
+    ref = nn.Linear(8, 3)
+    loader = TensorLoader(x, y, 32, shuffle=True, seed=1)
+    opt, _ = adam_constant(ref, 1e-2)
+    fit(ref, loader, epochs=2, optimizer=opt, progress=False, verbose=False)
+    ours = train_linear_head(x, y, 3, epochs=2, lr=1e-2, seed=1, batch_size=32, optimizer=adam_constant)
+    torch.testing.assert_close(ours.weight, ref.weight, rtol=0, atol=0)
+    # one sigmoid output with BCE, and a start from a given layer that is left unchanged
+    yb = (y == 0).long()
+    binary = train_linear_head(x, yb, 1, epochs=5, lr=0.5, seed=0, loss_fn=binary_cross_entropy,
+                               optimizer=functools.partial(sgd_one_cycle, weight_decay=0.0))
+    assert accuracy(binary(x), yb) > 0.9
+    before = binary.weight.clone()
+    tuned = train_linear_head(x, yb, 1, epochs=1, lr=0.1, seed=0, loss_fn=binary_cross_entropy, init=binary)
+    assert torch.equal(binary.weight, before) and not torch.equal(tuned.weight, before)

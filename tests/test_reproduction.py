@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from course_utils import reproduction
-from course_utils.claims import Claim, save_claims
+from course_utils.claims import FORMAT, Arm, Budget, Claim, Comparison, describe, save_claims
 from course_utils.reproduction import render_reproduction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,10 +45,14 @@ def test_every_measured_number_is_in_the_notebook_outputs(path):
     assert len(notebooks) == 1, f"{path.name}: no single chapters/{data['chapter']}_*.ipynb wrote it"
     text = _stream_text(json.loads(notebooks[0].read_text()))
     for c in data["claims"]:
-        line = f"{c['id']} [{c['verdict']}] {c['claim']}: {c['measured']}"
-        assert c["measured"] in text and line in text, (
-            f"{path.name} {c['id']}: '{c['measured']}' is not in the outputs of {notebooks[0].name}; "
-            "re-execute the chapter (make execute) so the JSON and the notebook come from the same run")
+        if data.get("format", 1) >= FORMAT:  # the lines save_claims prints
+            comps = [Comparison.from_json(x) for x in c["comparisons"]]
+            lines = [f"{c['id']} [{c['verdict']}] {c['text']}", *(describe(x) for x in comps)]
+        else:  # a file from before issue 17, shown as "not yet measured"
+            lines = [c["measured"], f"{c['id']} [{c['verdict']}] {c['claim']}: {c['measured']}"]
+        for line in lines:
+            assert line in text, (f"{path.name} {c['id']}: '{line}' is not in the outputs of {notebooks[0].name}; "
+                                  "re-execute the chapter (make execute) so the JSON and the notebook come from the same run")
     profile = re.search(r"profile=(\w+) \| device=", text)
     assert profile and profile.group(1) == data["profile"], f"{path.name} says profile {data['profile']}"
 
@@ -60,32 +64,68 @@ def test_reproduction_page_is_up_to_date():
         "book/reproduction.md is out of date: run `python -m course_utils.reproduction` (make book does)"
 
 
+def _save_02(tmp_path, section="", note=""):
+    seeds = [0, 1, 2]
+    maxpool, stride = Arm("max-pool", [88.0, 88.6, 87.5], seeds), Arm("stride", [86.9, 87.0, 86.1], seeds)
+    gelu, relu = Arm("GELU", [88.1, 88.2, 88.0], seeds), Arm("ReLU", [88.0, 88.3, 88.1], seeds)
+    claims = [Claim("C04", "max-pool vs stride", [Comparison(maxpool, stride, "greater", paired=True, source_effect=1.15)],
+                    source="stride − max-pool = −1.15 | Table 1", budget=Budget(1200, 128, 10), section=section,
+                    note=note),
+              Claim("C07", "gelu vs relu", [Comparison(gelu, relu, "equivalent", margin=0.5, paired=True,
+                                                       source_effect=0.02)], budget=Budget(1200, 128, 10)),
+              Claim("C09", "more layers", [Comparison(Arm("deep", [91.0], [0]), stride, "greater")])]
+    save_claims("02", claims, profile="cpu", path=tmp_path / "02.json")
+    return claims
+
+
 def test_page_shows_measurements_and_unmeasured_claims(tmp_path, capsys):
-    save_claims("02", [Claim("C04", "max-pool vs stride", measured="stride - maxpool = -0.61 ± 0.20 (3 seeds)",
-                             verdict="confirmed", note="smaller than reported | on Fashion-MNIST"),
-                       Claim("C07", "gelu vs relu", measured="+0.05 ± 0.12", verdict="inside the noise")],
-                profile="cpu", path=tmp_path / "02.json")
+    claims = _save_02(tmp_path, note="on Fashion-MNIST")
+    (tmp_path / "06.json").write_text(json.dumps({"chapter": "06", "profile": "cpu", "date": "2026-01-01", "claims": [
+        {"id": "C23", "claim": "x", "measured": "1 ± 0", "verdict": "confirmed", "note": "", "numbers": {}}]}))
     capsys.readouterr()
     text = render_reproduction(CLAIMS, tmp_path, ROOT)
-    row = next(ln for ln in text.splitlines() if ln.startswith("| C04 |"))
-    assert "stride - maxpool = -0.61 ± 0.20 (3 seeds)" in row and "**confirmed**" in row and "| cpu, " in row
-    assert "smaller than reported \\| on Fashion-MNIST" in row  # a '|' in the text does not break the table
-    assert "not yet measured (not measured by chapter 2)" in next(ln for ln in text.splitlines() if ln.startswith("| C05 |"))
-    assert "not yet measured (chapter 6 not executed)" in next(ln for ln in text.splitlines() if ln.startswith("| C23 |"))
-    assert "| confirmed | 1 |" in text and "| inside the noise | 1 |" in text and "| not yet measured | 33 |" in text
+    lines = text.splitlines()
+    c04 = claims[0].comparisons[0]
+    lo, hi = c04.ci95
+    assert any(ln.startswith("**C04**") and "Verdict: **supported**" in ln for ln in lines)
+    row = next(ln for ln in lines if ln.startswith("| max-pool − stride |"))
+    assert f"{c04.diff:+.3g} [{lo:+.3g}, {hi:+.3g}]" in row and "| 3 pairs |" in row and "| +1.15 |" in row
+    assert f"| {c04.size} | supported |" in row
+    assert "Source: stride − max-pool = −1.15 \\| Table 1." in text  # a '|' in the text does not break the table
+    assert "1200 optimizer steps, batch 128, 10 epochs" in text and "*on Fashion-MNIST*" in text
+    assert "| GELU − ReLU | " in text and "equivalent ±0.5" in text
+    assert "| deep − stride | " in text and "(no interval) | 1 + 3 |" in text and "| not judged |" in text
+    assert "*not yet measured* (not measured by chapter 2)" in next(ln for ln in lines if ln.startswith("**C05**"))
+    assert "not yet re-executed" in next(ln for ln in lines if ln.startswith("**C23**"))
+    assert "*not yet measured* (not measured by chapter 1)" in next(ln for ln in lines if ln.startswith("**C01**"))
+    assert "| supported | 2 |" in text and "| not judged | 1 |" in text and "| not yet measured | 32 |" in text
+    assert "figures/forest_02.png" in text and "forest_06" not in text
+    assert "## How a claim is judged" in text and "Three seeds is the least" in text
     assert text == render_reproduction(CLAIMS, tmp_path, ROOT), "the page must be the same on every run"
 
 
+def test_section_links_must_exist_in_the_chapter(tmp_path, capsys):
+    _save_02(tmp_path, section="sec-no-such-label")
+    with pytest.raises(ValueError, match="sec-no-such-label"):
+        render_reproduction(CLAIMS, tmp_path, ROOT)
+
+
 def test_unknown_claim_id_is_an_error(tmp_path, capsys):
-    save_claims("02", [Claim("C99", "x", measured="1 ± 0", verdict="confirmed")], profile="cpu",
-                path=tmp_path / "02.json")
+    save_claims("02", [Claim("C99", "x", [Comparison(Arm("a", [1, 2, 3]), Arm("b", [1, 2, 3]), "greater")])],
+                profile="cpu", path=tmp_path / "02.json")
     with pytest.raises(ValueError, match="C99"):
         render_reproduction(CLAIMS, tmp_path, ROOT)
 
 
-def test_main_writes_and_checks(tmp_path, capsys):
-    out = tmp_path / "reproduction.md"
-    args = ["--results", str(tmp_path / "none"), "--out", str(out), "--shared", str(tmp_path / "no.md")]
+def test_main_writes_page_and_forest_plots_and_checks(tmp_path, capsys):
+    out, results = tmp_path / "book" / "reproduction.md", tmp_path / "results"
+    args = ["--results", str(results), "--out", str(out), "--shared", str(tmp_path / "no.md")]
     assert reproduction.main([*args, "--check"]) == 1
-    assert reproduction.main(args) == 0 and "| C35 |" in out.read_text()
+    assert reproduction.main(args) == 0 and "**C35**" in out.read_text()
     assert reproduction.main([*args, "--check"]) == 0
+    _save_02(results)
+    assert reproduction.main([*args, "--check"]) == 1  # new results: the page is out of date
+    assert reproduction.main(args) == 0 and (tmp_path / "book" / "figures" / "forest_02.png").is_file()
+    assert reproduction.main([*args, "--check"]) == 0
+    (tmp_path / "book" / "figures" / "forest_02.png").unlink()
+    assert reproduction.main([*args, "--check"]) == 1  # a missing figure is caught

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from course_utils.models import resnet6n2
-from course_utils.summary import count_parameters, model_summary
+from course_utils.models.resnet import resnet6n2
+from course_utils.summary import count_parameters, model_summary, profile_operators
 
 
 def test_summary_of_a_known_network():
@@ -40,3 +40,30 @@ def test_summary_restores_each_submodules_mode():
     model_summary(model, (2, 1, 28, 28), depth=1)
     assert {n: m.training for n, m in model.named_modules()} == before
     assert torch.equal(model.stem[1].running_mean, running)  # ran in eval mode: no statistics updated
+
+
+def test_profile_operators_lists_every_operator_of_a_training_step_per_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    calls = {"n": 0}
+
+    def step():
+        calls["n"] += 1
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    before = model[0].weight.detach().clone()
+    ops = profile_operators(step, steps=4, warmup=2)
+    assert calls["n"] == 6 and not torch.equal(before, model[0].weight)  # 2 warm-up + 4 profiled steps, trained
+    assert list(ops.columns) == ["operator", "calls per step", "self ms per step"]
+    assert ops["operator"].is_unique and (ops["self ms per step"] >= 0).all()
+    assert ops["self ms per step"].is_monotonic_decreasing  # most self time first (no threshold on times)
+    per_step = ops.set_index("operator")["calls per step"]
+    assert per_step["aten::convolution"] == 1 and per_step["aten::convolution_backward"] == 1
+    shaped = profile_operators(step, steps=2, warmup=0, by_input_shape=True)
+    assert shaped["operator"].is_unique
+    assert "aten::convolution [6, 1, 8, 8]" in set(shaped["operator"])  # the first input's shape names the layer

@@ -18,7 +18,7 @@ from course_utils.losses import weighted_cross_entropy
 from course_utils.models.byol import BYOL
 from course_utils.models.resnet import resnet6n2
 from course_utils.recipes import train_byol, train_classifier, train_segmenter
-from course_utils.train import DivergenceError, EarlyStopping, History, evaluate, fit
+from course_utils.train import DivergenceError, EarlyStopping, History, Snapshots, evaluate, fit
 
 
 @pytest.fixture(autouse=True)
@@ -402,3 +402,32 @@ def test_fit_is_the_only_training_loop_in_the_package():
     train_calls = [ast.unparse(n.func) for n in ast.walk(ast.parse((package / "train.py").read_text()))
                    if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)]
     assert train_calls.count("optimizer.zero_grad") == train_calls.count("optimizer.step") == 1
+
+
+def test_snapshots_hook_looks_in_mid_training_without_changing_the_run():
+    x, y = _problem()
+
+    def train(after_step=None):
+        model = _model()  # has dropout: training draws from the global random state
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.manual_seed(5)
+        fit(model, TensorLoader(x, y, 16, shuffle=True, seed=1), epochs=2, optimizer=opt, after_step=after_step,
+            progress=False, verbose=False)
+        return model
+
+    def look(m):  # draws random numbers and relies on eval mode
+        assert not m.training
+        torch.randn(100)
+        return [p.detach().clone() for p in m.parameters()]
+
+    snaps, every = Snapshots(look, after=[3, 8, 999]), []
+
+    def hook(m, i):
+        every.append([p.detach().clone() for p in m.parameters()])
+        snaps(m, i)
+
+    with_snaps, plain = train(hook), train()
+    assert all(torch.equal(a, b) for a, b in zip(with_snaps.parameters(), plain.parameters()))
+    assert sorted(snaps.values) == [3, 8]  # after the 3rd and 8th steps (of 12); the 999th never came
+    assert all(torch.equal(a, b) for a, b in zip(snaps.values[8], every[7]))
+    assert with_snaps.training and all(m.training for m in with_snaps.modules())

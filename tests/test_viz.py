@@ -124,17 +124,41 @@ def test_show_segmentations_draws_images_masks_titles_and_a_legend():
     _close()
 
 
-@pytest.mark.parametrize("stacks, depth", [(1, 2), (2, 3)])
-def test_draw_hourglass_draws_one_bar_per_level_and_a_skip_per_level(stacks, depth):
-    fig = viz.draw_hourglass(stacks, depth)
-    (ax,) = fig.axes
-    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
-    assert len(bars) == 2 + 2 * stacks * depth  # stem, head, and per module one bar per level down and up
-    heights = sorted({round(b.get_height(), 6) for b in bars})
-    assert heights == sorted(round(1 / 2**level, 6) for level in range(depth + 1))  # bar height = the map's side
-    arrows = [p for p in ax.patches if not isinstance(p, Rectangle)]
-    assert len(arrows) == len(bars) + stacks * depth  # an intra-skip loop per bar, an inter-skip arc per level
-    texts = [t.get_text() for t in ax.texts]
-    assert [f"hourglass module {s + 1}" in texts for s in range(stacks)] == [True] * stacks
-    assert ax.get_title().startswith(f"Hourglass({stacks}, width)")
-    _close()
+
+
+def test_explorer_draws_only_when_the_slider_moves():
+    calls = []
+    widget = viz.explorer(5, calls.append, description="image")
+    slider = widget.children[0]
+    assert (slider.min, slider.max, slider.value, slider.description) == (0, 4, 0, "image")
+    assert calls == []  # nothing drawn before the slider moves
+    slider.value = 3
+    slider.value = 1
+    assert calls == [3, 1]
+    with pytest.raises(ValueError):
+        viz.explorer(0, calls.append)
+
+
+def test_forest_plot_draws_each_interval_source_and_margin():
+    rows = [{"label": "max-pool − stride", "diff": 1.2, "ci95": (0.4, 2.0), "source": 1.15, "verdict": "supported"},
+            {"label": "GELU − ReLU", "diff": 0.1, "ci95": (-0.3, 0.6), "source": 0.02, "margin": 0.5,
+             "verdict": "inconclusive"},
+            {"label": "deep − base", "diff": -0.4, "ci95": None, "verdict": "not judged"}]
+    fig = viz.forest_plot(rows, xlabel="Δ test accuracy")
+    ax = fig.axes[0]
+    by = lambda gid: [a for a in [*ax.lines, *ax.patches] if a.get_gid() == gid]  # noqa: E731
+    intervals = by("interval")
+    assert [tuple(ln.get_xdata()) for ln in intervals] == [(0.4, 2.0), (-0.3, 0.6)]
+    assert [ln.get_ydata()[0] for ln in intervals] == [3, 2]  # first row on top
+    assert matplotlib.colors.same_color(intervals[0].get_color(), viz.VERDICT_COLORS["supported"])
+    assert matplotlib.colors.same_color(intervals[1].get_color(), viz.VERDICT_COLORS["inconclusive"])
+    assert [tuple(ln.get_xdata()) for ln in by("source")] == [(1.15,), (0.02,)]
+    (band,) = by("margin")
+    assert (band.get_x(), band.get_width()) == (-0.5, 1.0)
+    hollow = by("estimate")[2]  # the row without an interval: a hollow marker at its mean difference
+    assert tuple(hollow.get_xdata()) == (-0.4,) and hollow.get_markerfacecolor() == "none"
+    assert [t.get_text() for t in ax.get_yticklabels()] == [r["label"] for r in rows]
+    assert ax.get_xlabel() == "Δ test accuracy"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["supported", "inconclusive", "not judged", "source", "margin"]
+    plt.close(fig)

@@ -26,17 +26,21 @@ to use each once): give the training and test sets disjoint digit pools (e.g. wi
 ``course_utils.data.train_val_split``) so a test canvas never shows a digit image seen in training.
 Items and digits are drawn with ``course_utils.datasets.canvas.paste``: where they overlap the brighter
 pixel wins.
+
+``build_test_sets`` makes the test sets of several kinds from the same items, and ``shortcut_scores`` reads
+a model's predictions on them: accuracy, recall of the target class, and the shortcut rate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 
 from course_utils.datasets.canvas import paste
 
-__all__ = ["KINDS", "FashionDigits"]
+__all__ = ["KINDS", "FashionDigits", "build_test_sets", "shortcut_scores"]
 
 KINDS = ("correlated", "uncorrelated", "anti", "none")
 
@@ -160,3 +164,38 @@ class FashionDigits:
         digit_pos = _positions((size - dh, size - dw) if digit_pos is None else digit_pos, N, "digit_pos")
         paste(canvas, digit_images[digit_index], digit_pos)
         return cls(canvas, item_labels, digits, item_pos, digit_pos, digit_index, kind, target_class, target_digit)
+
+
+def build_test_sets(items: torch.Tensor, item_labels: torch.Tensor, digit_images: torch.Tensor,
+                    digit_labels: torch.Tensor, kinds: Sequence[str] = ("correlated", "uncorrelated", "anti"),
+                    seed: int = 0, **kwargs) -> dict[str, FashionDigits]:
+    """The same items once per kind: ``{kind: FashionDigits.build(..., kind=kind, seed=seed + i)}`` for the
+    ``i``-th kind, so the test sets differ only in which digit each canvas carries.
+
+    ``kwargs`` (``p``, ``rare``, ``target_class``, ``target_digit``, ``size``, ...) go to every ``build``;
+    give the training set's values, so "correlated" repeats its design and the others break it.
+    """
+    return {kind: FashionDigits.build(items, item_labels, digit_images, digit_labels, kind=kind, seed=seed + i,
+                                      **kwargs) for i, kind in enumerate(kinds)}
+
+
+def shortcut_scores(preds: Mapping[str, torch.Tensor], sets: Mapping[str, FashionDigits]) -> dict[str, float]:
+    """What predicted labels say about the shortcut, per test set: ``{kind}_acc`` (accuracy),
+    ``{kind}_target_recall`` (share of the target class predicted as it) and ``{kind}_shortcut`` (share of the
+    *other* classes' canvases carrying the target digit that are predicted as the target class; NaN where
+    there are none). ``preds = {kind: (N,) labels}`` for the data sets ``sets[kind]``.
+
+    A model that reads the item scores alike on every kind; one that learnt "target digit means target
+    class" has a high shortcut rate and, on ``"anti"``, a low target recall.
+    """
+    scores = {}
+    for kind, pred in preds.items():
+        ds = sets[kind]
+        pred = torch.as_tensor(pred).cpu()
+        is_t = ds.labels == ds.target_class
+        carries = ~is_t & (ds.digits == ds.target_digit)
+        scores[f"{kind}_acc"] = (pred == ds.labels).float().mean().item()
+        scores[f"{kind}_target_recall"] = (pred[is_t] == ds.target_class).float().mean().item()
+        scores[f"{kind}_shortcut"] = (pred[carries] == ds.target_class).float().mean().item() if carries.any() \
+            else float("nan")
+    return scores

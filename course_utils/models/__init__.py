@@ -13,15 +13,3 @@ module              models                                                      
 ``small_vgg``       ``SmallVGG``                                                7
 ==================  ==========================================================  ========
 """
-
-from course_utils.models.byol import BYOL
-from course_utils.models.deform_nets import PairClassifier, TwoBlockCNN
-from course_utils.models.embedding import EmbeddingClassifier, EmbeddingNet, PooledFeatures, TripletNet
-from course_utils.models.resnet import ResNet, count_weighted_layers, reference_resnet, resnet6n2
-from course_utils.models.vgg import SimpleCNN, VGGResNet
-from course_utils.models.segmentation import DeepLabV3, FCN32s, Hourglass, UNet
-from course_utils.models.small_vgg import SmallVGG
-
-__all__ = ["BYOL", "DeepLabV3", "EmbeddingClassifier", "EmbeddingNet", "FCN32s", "Hourglass", "PairClassifier",
-           "PooledFeatures", "ResNet", "SimpleCNN", "SmallVGG", "TripletNet", "TwoBlockCNN", "UNet", "VGGResNet",
-           "count_weighted_layers", "reference_resnet", "resnet6n2"]

@@ -33,7 +33,7 @@ convolutions run at 1/2 resolution or less (a 4x saving at the top level).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,8 @@ from torch import nn
 from course_utils.layers.blocks import BasicBlock, conv_norm, kaiming_init
 from course_utils.layers.norms import ActArg, NormArg, make_act
 
-__all__ = ["DeepLabV3", "FCN32s", "Hourglass", "HourglassModule", "UNet", "bilinear_kernel"]
+__all__ = ["DeepLabV3", "FCN32s", "Hourglass", "HourglassModule", "SEGMENTERS", "UNet", "bilinear_kernel",
+           "build_segmenter"]
 
 
 def _check_positive(**values: float) -> None:
@@ -272,3 +273,20 @@ class DeepLabV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+SEGMENTERS = {"hourglass": Hourglass, "unet": UNet, "fcn32s": FCN32s, "deeplabv3": DeepLabV3}
+
+
+def build_segmenter(config: Mapping[str, Any], **defaults: Any) -> nn.Module:
+    """A segmentation model from a plain config, ``{"model": name in SEGMENTERS, **constructor arguments}``.
+
+    ``defaults`` are constructor arguments the config may override, e.g.
+    ``build_segmenter({"model": "hourglass", "stacks": 2, "width": 32}, num_classes=6, norm="torch_bn")``:
+    an ablation row then only names what it changes (``{..., "norm": "none"}``). The config stays a small
+    JSON-serialisable dict, so ``experiments.run_grid`` can key its cached runs by it.
+    """
+    kind = config["model"]
+    if kind not in SEGMENTERS:
+        raise KeyError(f"unknown segmentation model {kind!r}; choose one of {sorted(SEGMENTERS)}")
+    return SEGMENTERS[kind](**{**defaults, **{k: v for k, v in config.items() if k != "model"}})

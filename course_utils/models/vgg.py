@@ -30,7 +30,8 @@ max-pooling every ``pool_every`` convs, then fully connected layers; every knob 
 
 from __future__ import annotations
 
-from typing import Sequence
+import inspect
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -38,7 +39,8 @@ from torch import nn
 from course_utils.layers.blocks import BasicBlock, conv_norm, kaiming_init
 from course_utils.layers.norms import ActArg, NormArg, make_act
 
-__all__ = ["DOWNSAMPLES", "FEATURE_BLOCKS", "SimpleCNN", "TransformerStage", "VGGResNet"]
+__all__ = ["DOWNSAMPLES", "FAMILIES", "FEATURE_BLOCKS", "SimpleCNN", "TransformerStage", "VGGResNet",
+           "build_from_config"]
 
 DOWNSAMPLES = ("maxpool", "stride")
 FEATURE_BLOCKS = ("conv", "transformer")
@@ -217,3 +219,23 @@ class SimpleCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+FAMILIES = {"vggresnet": VGGResNet, "simple": SimpleCNN}
+
+
+def build_from_config(config: Mapping, families: Mapping[str, type] = FAMILIES) -> nn.Module:
+    """The model a config dict describes: ``config["family"]`` picks the class in ``families``, and the keys
+    of ``config`` that name arguments of that class are passed to it. Every other key (the training settings
+    that share the dict in a ``run_grid`` config: ``lr``, ``epochs``, ...) is ignored, so one dict describes
+    a whole run.
+
+    E.g. ``build_from_config({"family": "vggresnet", "blocks": 1, "width": 32, "downsample": "stride",
+    "lr": 0.1})`` is ``VGGResNet(blocks=1, width=32, downsample="stride")``.
+    """
+    family = config.get("family")
+    if family not in families:
+        raise KeyError(f"config['family'] must be one of {sorted(families)}, got {family!r}")
+    cls = families[family]
+    arguments = inspect.signature(cls).parameters
+    return cls(**{k: v for k, v in config.items() if k in arguments})

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from course_utils.datasets.canvas import paste
-from course_utils.datasets.spurious import FashionDigits
+from course_utils.datasets.spurious import FashionDigits, build_test_sets, shortcut_scores
 
 
 def _items(n=400, seed=0):
@@ -96,3 +96,38 @@ def test_bad_input_is_explained():
         FashionDigits.build(items, labels, dimg[dlab != 3], dlab[dlab != 3], p=1.0, target_class=labels[0].item())
     with pytest.raises(ValueError, match="uint8"):
         FashionDigits.build(items.float(), labels, dimg, dlab)
+
+
+def test_build_test_sets_is_one_build_per_kind_with_consecutive_seeds():
+    items, labels = _items(300)
+    dimg, dlab = _digits()
+    design = dict(p=0.8, rare=0.05, target_class=2, target_digit=7)
+    sets = build_test_sets(items, labels, dimg, dlab, seed=10, **design)
+    assert list(sets) == ["correlated", "uncorrelated", "anti"]
+    for i, (kind, ds) in enumerate(sets.items()):
+        ref = FashionDigits.build(items, labels, dimg, dlab, kind=kind, seed=10 + i, **design)
+        assert ds.kind == kind and ds.target_class == 2 and ds.target_digit == 7
+        for f in ("images", "labels", "digits", "digit_index"):
+            assert torch.equal(getattr(ds, f), getattr(ref, f))
+    assert list(build_test_sets(items, labels, dimg, dlab, kinds=("anti",))) == ["anti"]
+
+
+def test_shortcut_scores_by_hand():
+    items, labels = _items(200)
+    dimg, dlab = _digits()
+    sets = build_test_sets(items, labels, dimg, dlab, kinds=("correlated", "anti"), rare=0.1,
+                           target_class=1, target_digit=3)
+    anti = sets["anti"]
+    # a pure digit-reader: "3 means class 1", otherwise the true label
+    reader = torch.where(anti.digits == 3, torch.ones_like(anti.labels), anti.labels)
+    s = shortcut_scores({"anti": reader, "correlated": sets["correlated"].labels}, sets)
+    assert set(s) == {f"{k}_{m}" for k in ("anti", "correlated") for m in ("acc", "target_recall", "shortcut")}
+    carries = (anti.labels != 1) & (anti.digits == 3)
+    assert s["anti_shortcut"] == 1.0 and s["anti_target_recall"] == 1.0  # no class-1 canvas carries a 3 in "anti"
+    assert s["anti_acc"] == pytest.approx(1 - carries.float().mean().item())
+    assert s["correlated_acc"] == s["correlated_target_recall"] == 1.0 and s["correlated_shortcut"] == 0.0
+    # no other-class canvas with the target digit: the shortcut rate is undefined
+    unc = FashionDigits.build(items[labels == 1], labels[labels == 1], dimg, dlab, kind="uncorrelated",
+                              target_class=1, target_digit=3)
+    nan = shortcut_scores({"u": unc.labels}, {"u": unc})["u_shortcut"]
+    assert nan != nan

@@ -8,7 +8,7 @@ from torch import nn
 
 from course_utils.interpret.maps import (cam, explain, gradcam, gradcam_reference, normalize_maps,
                                          occlusion_object_share, occlusion_sensitivity)
-from course_utils.models import resnet6n2
+from course_utils.models.resnet import resnet6n2
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,8 @@ from torch import nn
 from course_utils.hooks import capture_output
 from course_utils.interpret.receptive import (Field, gradient_field, layer_field, nonzero_box, receptive_field,
                                               receptive_field_of_stack, receptive_field_table)
-from course_utils.models import VGGResNet, resnet6n2
+from course_utils.models.resnet import resnet6n2
+from course_utils.models.vgg import VGGResNet
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.models import BYOL, resnet6n2
+from course_utils.models.byol import BYOL
+from course_utils.models.resnet import resnet6n2
 from course_utils.losses import byol_loss, symmetric_byol_loss
 from course_utils.models.byol import byol_tau, mlp_head
 

@@ -9,7 +9,7 @@ from functools import partial
 
 from course_utils.layers.deform import DeformConv2d
 from course_utils.layers.norms import GroupNorm
-from course_utils.models import PairClassifier, TwoBlockCNN
+from course_utils.models.deform_nets import PairClassifier, TwoBlockCNN
 
 
 def n_params(m: nn.Module) -> int:

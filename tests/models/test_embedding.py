@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from course_utils.models import EmbeddingClassifier, EmbeddingNet, TripletNet, resnet6n2
+from course_utils.models.embedding import EmbeddingClassifier, EmbeddingNet, TripletNet
+from course_utils.models.resnet import resnet6n2
 
 
 def _embed():

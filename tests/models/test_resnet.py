@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.models import count_weighted_layers, reference_resnet, resnet6n2
+from course_utils.models.resnet import count_weighted_layers, reference_resnet, resnet6n2
 from course_utils.layers.norms import NORMS, GroupNorm
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_utils.models import FCN32s, DeepLabV3, Hourglass, UNet
+from course_utils.models.segmentation import FCN32s, DeepLabV3, Hourglass, UNet
 from course_utils.layers.norms import GroupNorm
 from course_utils.models.segmentation import bilinear_kernel
 from course_utils.summary import count_parameters
@@ -211,3 +211,36 @@ def test_train_and_eval_differ_only_by_dropout_and_batch_statistics():
         model.eval()
         torch.testing.assert_close(model(x), model(x))
         torch.testing.assert_close(model(x[:1]), model(x)[:1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config, direct", [
+    ({"model": "hourglass", "stacks": 1, "width": 4}, lambda: Hourglass(1, 4, norm="torch_bn", num_classes=3)),
+    ({"model": "hourglass", "stacks": 1, "width": 4, "norm": "none"}, lambda: Hourglass(1, 4, norm="none", num_classes=3)),
+    ({"model": "unet", "width": 4, "depth": 2}, lambda: UNet(4, 2, norm="torch_bn", num_classes=3)),
+    ({"model": "fcn32s", "width": 4, "pools": 3}, lambda: FCN32s(4, pools=3, norm="torch_bn", num_classes=3)),
+    ({"model": "deeplabv3", "width": 4}, lambda: DeepLabV3(4, norm="torch_bn", num_classes=3)),
+])
+def test_build_segmenter_equals_the_direct_constructor(config, direct):
+    """The config's keys override the defaults; same seed, same class, same weights, same output."""
+    from course_utils.models.segmentation import build_segmenter
+
+    before = dict(config)
+    torch.manual_seed(0)
+    built = build_segmenter(config, num_classes=3, norm="torch_bn").eval()
+    assert config == before  # the config is read, not changed
+    torch.manual_seed(0)
+    expected = direct().eval()
+    assert type(built) is type(expected)
+    assert built.state_dict().keys() == expected.state_dict().keys()
+    for k, v in expected.state_dict().items():
+        torch.testing.assert_close(built.state_dict()[k], v, rtol=0, atol=0)
+    x = torch.randn(2, 1, 16, 16)
+    assert built(x).shape == (2, 3, 16, 16)
+
+
+def test_build_segmenter_rejects_an_unknown_model():
+    from course_utils.models.segmentation import SEGMENTERS, build_segmenter
+
+    assert set(SEGMENTERS) == {"hourglass", "unet", "fcn32s", "deeplabv3"}
+    with pytest.raises(KeyError, match="choose one of"):
+        build_segmenter({"model": "segformer"})

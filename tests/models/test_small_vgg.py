@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.interpret import cam, receptive_field
+from course_utils.interpret.maps import cam
+from course_utils.interpret.receptive import receptive_field
 from course_utils.layers.norms import GroupNorm
 from course_utils.models.small_vgg import SmallVGG
 

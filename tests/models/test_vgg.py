@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.models import SimpleCNN, VGGResNet
+from course_utils.models.vgg import SimpleCNN, VGGResNet, build_from_config
 from course_utils.layers.blocks import BasicBlock
 from course_utils.layers.norms import GroupNorm
 from course_utils.models.vgg import TransformerStage
@@ -239,3 +239,21 @@ def test_num_features_is_what_the_head_reads():
         assert model.num_features == model.fc.in_features
     cnn = SimpleCNN([8], [12])
     assert cnn.num_features == 12 == cnn.classifier[-1].in_features
+
+
+def test_build_from_config_picks_the_family_and_ignores_training_keys():
+    config = dict(family="vggresnet", blocks=1, width=8, downsample="stride", skip=False, lr=0.1, epochs=3, tag="x")
+    torch.manual_seed(0)
+    built = build_from_config(config)
+    torch.manual_seed(0)
+    direct = VGGResNet(1, 8, "stride", skip=False)
+    assert type(built) is VGGResNet and built.state_dict().keys() == direct.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), direct.state_dict().values()))
+    cnn = build_from_config(dict(family="simple", conv_channels=[4, 8], fc_features=[16], pool_every=2, batch_size=32))
+    assert isinstance(cnn, SimpleCNN) and cnn.feature_shape == (8, 14, 14) and cnn.num_features == 16
+    with pytest.raises(KeyError, match="'resnet'"):
+        build_from_config(dict(family="resnet", blocks=1))
+    with pytest.raises(KeyError, match="family"):
+        build_from_config(dict(blocks=1, width=8))
+    assert isinstance(build_from_config(dict(family="tiny", in_features=3, out_features=2),
+                                        families={"tiny": nn.Linear}), nn.Linear)
