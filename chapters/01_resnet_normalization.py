@@ -58,7 +58,7 @@ from torch import nn
 
 import course_utils
 from course_utils import data, diagrams, experiments, metrics, viz
-from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, interval, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, save_claims
 from course_utils.interpret.maps import gradcam
 from course_utils.io import atomic_torch_save
 from course_utils.layers import norms
@@ -370,29 +370,15 @@ variant_table
 # the mean difference. An interval that crosses the dotted zero line means three seeds cannot tell
 # the two apart; one that lies on one side of it does.
 
-
 # %%
-def val_points(runs):
-    """The finished runs (a diverged run has no accuracy) with validation accuracy in points."""
-    runs = runs.dropna(subset=["val_acc"]) if "val_acc" in runs else runs
-    return runs.assign(val_acc=runs["val_acc"] * 100)
-
-
-def same_seeds(a, b):
-    """Pair two arms when they ran with the same seeds (a diverged run leaves its arm one seed short)."""
-    return set(a.seeds) == set(b.seeds)
-
-
-def difference_row(a, b):
-    """A descriptive forest-plot row: a − b and its 95% interval (paired when the seeds match; none below 3 seeds)."""
-    diff, ci = interval(a.values, b.values, paired=same_seeds(a, b), a_seeds=a.seeds, b_seeds=b.seeds)
-    return {"label": f"{a.label} − {b.label}", "diff": diff,
-            "ci95": ci if min(len(a.values), len(b.values)) >= 3 else None}
-
-
-variant_points = val_points(variant_runs)
-arms = {v: Arm.from_rows(variant_points, v, "val_acc") for v in VARIANTS if v in set(variant_points["variant"])}
-viz.forest_plot([difference_row(arm, arms["BN"]) for v, arm in arms.items() if v != "BN"],
+# Validation accuracy in points, per seed; a diverged run has none and is left out of its arm (`ok` above).
+arms = {v: Arm.from_rows(ok, v, "val_acc", scale=100) for v in VARIANTS if v in set(ok["variant"])}
+variant_rows = []
+for v, arm in arms.items():
+    if v != "BN":  # paired by seed when both arms kept all their seeds; no interval below 3 seeds
+        diff, ci = arm.minus(arms["BN"])
+        variant_rows.append({"label": f"{v} − BN", "diff": diff, "ci95": ci})
+viz.forest_plot(variant_rows,
                 xlabel="difference from our BN, validation accuracy (points)",
                 title="each variant − our BN: mean over seeds and 95% interval");
 
@@ -604,31 +590,22 @@ viz.show_cams(x_val[picked], cams, titles, ncols=10);
 # against.
 
 # %%
-def steps_per_epoch(n_images, batch_size):
-    """Optimizer steps in one epoch of ``train_classifier`` (it drops the last incomplete batch)."""
-    return n_images // batch_size if n_images > batch_size else 1
-
-
 ACC = "validation accuracy (points)"
-n_variant = len(train_subset(vcfg["per_class"])[1])
-variant_budget = Budget(steps=steps_per_epoch(n_variant, vcfg["batch_size"]) * vcfg["epochs"],
-                        batch_size=vcfg["batch_size"], epochs=vcfg["epochs"])
+variant_budget = Budget.of_epochs(len(train_subset(vcfg["per_class"])[1]), vcfg["batch_size"], vcfg["epochs"])
 n_batch = len(train_subset(bcfg["per_class"])[1])
-batch_budget = {b: Budget(steps=steps_per_epoch(n_batch, b) * bcfg["epochs"], batch_size=b, epochs=bcfg["epochs"])
-                for b in bcfg["sizes"]}
-batch_points = val_points(batch_runs)
-barms = {f"{n} b{b}": Arm.from_rows(batch_points, f"{n} b{b}", "val_acc", label=f"{n} batch {b}")
+batch_budget = {b: Budget.of_epochs(n_batch, b, bcfg["epochs"]) for b in bcfg["sizes"]}
+barms = {f"{n} b{b}": Arm.from_rows(batch_runs, f"{n} b{b}", "val_acc", label=f"{n} batch {b}", scale=100)
          for n in ("BN", "GN") for b in (small, large)}
 epochs_run = batch_runs.groupby("variant", sort=False)["epochs_run"].mean()
 
-c01 = Comparison(arms["BN"], arms["torch BN"], "equivalent", margin=1.0, paired=same_seeds(arms["BN"], arms["torch BN"]),
-                 label="our BN − torch BN", metric=ACC)
-c02 = [Comparison(arms[v], arms["NN"], "greater", paired=same_seeds(arms[v], arms["NN"]), metric=ACC)
+# Arms come sorted by seed, so equal seed tuples mean the runs pair up (a diverged run leaves its arm one short).
+c01 = Comparison(arms["BN"], arms["torch BN"], "equivalent", margin=1.0,
+                 paired=arms["BN"].seeds == arms["torch BN"].seeds, label="our BN − torch BN", metric=ACC)
+c02 = [Comparison(arms[v], arms["NN"], "greater", paired=arms[v].seeds == arms["NN"].seeds, metric=ACC)
        for v in ["BN", "IN", "BIN", "LN", "GN"]]
-c03 = [Comparison(barms[f"BN b{small}"], barms[f"BN b{large}"], "less",
-                  paired=same_seeds(barms[f"BN b{small}"], barms[f"BN b{large}"]), metric=ACC),
-       Comparison(barms[f"GN b{small}"], barms[f"GN b{large}"], "equivalent", margin=1.0,
-                  paired=same_seeds(barms[f"GN b{small}"], barms[f"GN b{large}"]), metric=ACC)]
+c03 = [Comparison(barms[f"{n} b{small}"], barms[f"{n} b{large}"], test, margin=margin,
+                  paired=barms[f"{n} b{small}"].seeds == barms[f"{n} b{large}"].seeds, metric=ACC)
+       for n, test, margin in [("BN", "less", None), ("GN", "equivalent", 1.0)]]
 claims = [
     Claim("C01", "the from-scratch BN trains the same as nn.BatchNorm2d", [c01],
           source="seed 003 §2.4: the BN variant should train 'identical (almost)' to nn.BatchNorm2d; no number",

@@ -64,7 +64,8 @@ from torchvision.ops import deform_conv2d
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
-from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, interval, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, save_claims
+from course_utils.intervals import format_difference
 from course_utils.datasets.pairs import PAIR_CHANGES, PAIR_LABELS, distort, make_pairs
 from course_utils.io import atomic_torch_save
 from course_utils.loader import TensorLoader
@@ -236,22 +237,17 @@ print("values at (0.5, 1.25), (0, 2), (-0.5, 1), (1, 2.5):", bilinear_sample(img
 # %%
 import time
 
-
-def time_step(layer, x, repeats=2):
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first run warms up
-        t0 = time.perf_counter()
-        layer(x.detach().requires_grad_(True)).square().mean().backward()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 course_utils.runtime.seed_everything(0)
 x_b = torch.randn(64, 32, 14, 14)
 layers = {"regular nn.Conv2d": nn.Conv2d(32, 64, 3, padding=1, bias=False),
           "deformable, torchvision": DeformConv2d(32, 64, 3, padding=1, bias=False, backend="torchvision"),
           "deformable, ours": DeformConv2d(32, 64, 3, padding=1, bias=False, backend="reference")}
-times = {k: time_step(m, x_b) for k, m in layers.items()}
+times = {k: float("inf") for k in layers}
+for k, layer in layers.items():
+    for _ in range(3):  # the first run warms up
+        t0 = time.perf_counter()
+        layer(x_b.detach().requires_grad_(True)).square().mean().backward()
+        times[k] = min(times[k], time.perf_counter() - t0)
 for k, t in times.items():
     print(f"{k:<26} {t * 1000:7.1f} ms  ({t / times['regular nn.Conv2d']:.1f}x the regular conv)")
 
@@ -377,7 +373,7 @@ table
 # "(noise)" mark only says that Δ is smaller than the larger of the two seed stds: a first look, not a
 # test). What a difference is worth is its **95% confidence interval**. Both models ran with the same
 # seeds, so the same initial draw of the shared layers and the same order of the training batches; the
-# interval is therefore a t interval on the per-seed differences (`claims.interval(..., paired=True)`).
+# interval is therefore a t interval on the per-seed differences (`Arm.minus(..., paired=True)`).
 # With three seeds it is wide: the mean difference ± 4.3 standard errors (the t quantile with two
 # degrees of freedom). The figure below draws it for each accuracy, with the assignment's single-run
 # difference (×) where it reported one.
@@ -387,18 +383,12 @@ table
 # all runs of a variant; the claim at the end of the chapter compares the runs' fastest epochs seed by seed.
 
 # %%
-def arm(runs, variant, col, scale=100.0, label=None):
-    """The per-seed values of ``col`` for ``variant`` (times ``scale``: accuracies in points) as a claims ``Arm``."""
-    return Arm.from_rows(runs.assign(**{col: runs[col] * scale}), variant, col, label=label or variant)
-
-
 SOURCE_CNN = {"train acc": 1.04, "distorted acc": 0.0}  # the assignment's one run: 90.03 − 88.99 train, 72 − 72 test
 cnn_rows = []
 for col in ACC:
-    dfm, reg = arm(cnn_runs, "deformable", col), arm(cnn_runs, "regular", col)
-    diff, ci = interval(dfm.values, reg.values, paired=True, a_seeds=dfm.seeds, b_seeds=reg.seeds)
-    shown = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "(one seed: no interval)"
-    print(f"{col:<24} deformable - regular = {diff:+.2f} points, 95% interval {shown}")
+    diff, ci = Arm.from_rows(cnn_runs, "deformable", col, scale=100).minus(
+        Arm.from_rows(cnn_runs, "regular", col, scale=100), paired=True)
+    print(f"{col:<24} deformable - regular, points (95% interval): {format_difference(diff, ci)}")
     cnn_rows.append({"label": col, "diff": diff, "ci95": ci, "source": SOURCE_CNN.get(col)})
 time_ratio = fastest["deformable"] / fastest["regular"]
 print(f"time per epoch (fastest epochs): deformable / regular = {time_ratio:.1f}x")
@@ -615,25 +605,18 @@ per_class
 # %%
 ps = experiments.summarize(pair_runs, cols)
 hardest = {name: PAIR_LABELS[int(np.argmin([ps.loc[name, f"acc {l}_mean"] for l in PAIR_LABELS]))] for name in PAIR_VARIANTS}
-
-
-def paired_interval(arm_a, arm_b):
-    """``(a − b, (lo, hi) or None, "[lo, hi]")``: the mean per-seed difference, its paired 95% interval, as text."""
-    diff, ci = interval(arm_a.values, arm_b.values, paired=True, a_seeds=arm_a.seeds, b_seeds=arm_b.seeds)
-    return diff, ci, (f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "none (one seed)")
-
-
 for name in PAIR_VARIANTS:
-    one, two = arm(pair_runs, name, "acc 1 changes"), arm(pair_runs, name, "acc 2 changes")
-    diff, _, shown = paired_interval(one, two)
+    one, two = (Arm.from_rows(pair_runs, name, f"acc {n} changes", scale=100) for n in (1, 2))
     print(f"{name}: one change {np.mean(one.values):.2f} vs two changes {np.mean(two.values):.2f} "
-          f"(difference {diff:+.2f}, 95% interval {shown}); hardest label: {hardest[name]}")
+          f"(difference and 95% interval {format_difference(*one.minus(two, paired=True))}); "
+          f"hardest label: {hardest[name]}")
 pair_rows = []
 for col in PAIR_ACC + [f"acc {l}" for l in PAIR_LABELS]:
-    diff, ci, shown = paired_interval(arm(pair_runs, "deformable stage 3", col), arm(pair_runs, "regular", col))
+    diff, ci = Arm.from_rows(pair_runs, "deformable stage 3", col, scale=100).minus(
+        Arm.from_rows(pair_runs, "regular", col, scale=100), paired=True)
     pair_rows.append({"label": col if col in PAIR_ACC else f"test acc: {col.removeprefix('acc ')}", "diff": diff, "ci95": ci})
     if col == "test acc":
-        print(f"deformable stage 3 - regular: test acc {diff:+.2f} points, 95% interval {shown}")
+        print(f"deformable stage 3 - regular: test acc, points (95% interval): {format_difference(diff, ci)}")
 viz.forest_plot(pair_rows, xlabel="deformable stage 3 − regular, accuracy (points)",
                 title="pair classifier: mean difference and 95% interval");
 
@@ -696,8 +679,8 @@ viz.forest_plot(pair_rows, xlabel="deformable stage 3 − regular, accuracy (poi
 # The tests below are declared from the claims' words (shared/CLAIMS.md), not from our numbers.
 # Both arms of every comparison ran with the same seeds (run_grid, same seed list: same initial weights of
 # the shared layers, same batch order), or come from the very same runs: all comparisons are paired.
-steps_cnn = len(cnn_train[1]) // cfg["batch"] * cfg["cnn"]["epochs"]  # drop_last=True: full batches only
-steps_pair = len(pair_train[1]) // cfg["batch"] * cfg["pair"]["epochs"]
+# The budgets count full batches only (`train` drops the last incomplete one; every training set here has more
+# images than a batch).
 
 # C15 has three parts. "Fits training data a little better": train accuracy, deformable − regular, greater.
 # "Tests about the same": accuracy on test images distorted like the training images (the assignment's test
@@ -706,20 +689,21 @@ steps_pair = len(pair_train[1]) // cfg["batch"] * cfg["pair"]["epochs"]
 # of the cpu profile). "At a higher run time": the fastest epoch of each run, greater. The assignment timed
 # whole runs on its own GPU (10:04 vs 9:16), not seconds per epoch on our machine, so its effect is not on our
 # scale: it is kept as a ratio in `extra`, beside ours.
-cnn_time = lambda variant: arm(cnn_runs, variant, "fastest_epoch_seconds", scale=1.0)  # noqa: E731
 c15 = Claim(
     "C15", "A deformable CNN fits training data a little better and tests about the same, at a higher run time",
     source=("deformable − regular: train +1.04 (90.03 vs 88.99), test 0.00 (72 vs 72) accuracy points; "
             "run time 10:04 vs 9:16 min (1.09x); one run each (seed 002 Q2)"),
-    budget=Budget(steps=steps_cnn, batch_size=cfg["batch"], epochs=cfg["cnn"]["epochs"]), section="sec-c15",
+    budget=Budget.of_epochs(len(cnn_train[1]), cfg["batch"], cfg["cnn"]["epochs"]), section="sec-c15",
     comparisons=[
-        Comparison(arm(cnn_runs, "deformable", "train acc"), arm(cnn_runs, "regular", "train acc"), "greater",
-                   paired=True, source_effect=1.04, label="deformable − regular, train acc",
-                   metric="training accuracy (points)"),
-        Comparison(arm(cnn_runs, "deformable", "distorted acc"), arm(cnn_runs, "regular", "distorted acc"),
-                   "equivalent", margin=1.0, paired=True, source_effect=0.0,
-                   label="deformable − regular, distorted test acc", metric="test accuracy, strength 1 (points)"),
-        Comparison(cnn_time("deformable"), cnn_time("regular"), "greater", paired=True,
+        Comparison(Arm.from_rows(cnn_runs, "deformable", "train acc", scale=100),
+                   Arm.from_rows(cnn_runs, "regular", "train acc", scale=100), "greater", paired=True,
+                   source_effect=1.04, label="deformable − regular, train acc", metric="training accuracy (points)"),
+        Comparison(Arm.from_rows(cnn_runs, "deformable", "distorted acc", scale=100),
+                   Arm.from_rows(cnn_runs, "regular", "distorted acc", scale=100), "equivalent", margin=1.0,
+                   paired=True, source_effect=0.0, label="deformable − regular, distorted test acc",
+                   metric="test accuracy, strength 1 (points)"),
+        Comparison(Arm.from_rows(cnn_runs, "deformable", "fastest_epoch_seconds"),
+                   Arm.from_rows(cnn_runs, "regular", "fastest_epoch_seconds"), "greater", paired=True,
                    label="deformable − regular, fastest epoch", metric="seconds per epoch (fastest epoch of each run)"),
     ],
     note=("The assignment trained once, on its own data; here small models train for a few epochs on distorted "
@@ -739,19 +723,20 @@ src_label = dict(zip(PAIR_LABELS, np.diag(SOURCE_CM) / SOURCE_CM.sum(1) * 100))
 by_changes = {n: [k for k in range(7) if PAIR_CHANGES[k] == n] for n in (1, 2)}
 src_changes = {n: np.diag(SOURCE_CM)[k].sum() / SOURCE_CM[k].sum() * 100 for n, k in by_changes.items()}
 src_one_two = float(src_changes[1] - src_changes[2])
-regular_label = lambda label: arm(pair_runs, "regular", f"acc {label}", label=label)  # noqa: E731
+label_arms = {label: Arm.from_rows(pair_runs, "regular", f"acc {label}", label=label, scale=100)
+              for label in PAIR_LABELS}
 others = [label for label in PAIR_LABELS if label != "rotation+scaling"]
 c16 = Claim(
     "C16", "Pairs with one change are classified better than pairs with two; rotation+scaling is hardest",
     source=(f"one − two changes = {src_one_two:+.1f} test points ({src_changes[1]:.1f} vs {src_changes[2]:.1f}); "
             f"rotation+scaling {src_label['rotation+scaling']:.1f}% vs {min(src_label[l] for l in others):.1f}-100% "
             f"for the other labels; confusion matrix of {SOURCE_CM.sum():,} test pairs, one run (seed 002 Q3)"),
-    budget=Budget(steps=steps_pair, batch_size=cfg["batch"], epochs=cfg["pair"]["epochs"]), section="sec-c16",
+    budget=Budget.of_epochs(len(pair_train[1]), cfg["batch"], cfg["pair"]["epochs"]), section="sec-c16",
     comparisons=[
-        Comparison(arm(pair_runs, "regular", "acc 1 changes", label="one change"),
-                   arm(pair_runs, "regular", "acc 2 changes", label="two changes"), "greater", paired=True,
-                   source_effect=src_one_two, metric="test accuracy (points)"),
-        *[Comparison(regular_label("rotation+scaling"), regular_label(label), "less", paired=True,
+        Comparison(Arm.from_rows(pair_runs, "regular", "acc 1 changes", label="one change", scale=100),
+                   Arm.from_rows(pair_runs, "regular", "acc 2 changes", label="two changes", scale=100), "greater",
+                   paired=True, source_effect=src_one_two, metric="test accuracy (points)"),
+        *[Comparison(label_arms["rotation+scaling"], label_arms[label], "less", paired=True,
                      source_effect=float(src_label["rotation+scaling"] - src_label[label]),
                      metric="test accuracy (points)") for label in others],
     ],
@@ -823,5 +808,5 @@ print("4. 1x1 conv with padding 1:", tuple(shortcut(torch.zeros(1, 32, 14, 14)).
 # pass `modulated=config.get("modulated", False)` to `TwoBlockCNN` in `run_cnn`. The modulation adds
 # nine channels to each offset convolution and one multiplication per sample, so the time per epoch
 # rises a little; its masks start at 0.5, which the batch norm after each convolution absorbs. Judge
-# the accuracy change by the paired 95% interval of the difference (`claims.interval`), not by Δ alone.
+# the accuracy change by the paired 95% interval of the difference (`Arm.minus`), not by Δ alone.
 # ```

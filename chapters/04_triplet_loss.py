@@ -62,7 +62,8 @@ from course_utils import data, experiments, metrics, viz
 from course_utils.features import predict, train_linear_head
 from course_utils.io import atomic_torch_save
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
-from course_utils.claims import Arm, Budget, Claim, Comparison, interval, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, save_claims
+from course_utils.intervals import format_difference
 from course_utils.loader import TensorLoader
 from course_utils.losses import (batch_hard_triplet_loss, binary_cross_entropy, in_batch_triplet_loss, sample_triplets,
                                  triplet_loss)
@@ -298,22 +299,13 @@ runs = experiments.run_grid({p: {"part": p, **{k: cfg[k] for k in ("task", "trip
 COLS = ["train_acc", "test_acc", "recall@1", "active_triplets"]
 FROZEN = "1 frozen + linear"
 s = experiments.summarize(runs, COLS)
-points = runs.assign(**{m: runs[m] * 100 for m in COLS})  # one row per run, in percent
-
-
-def vs_frozen(part, metric):
-    """``(mean of part − frozen, its 95% interval)`` in points, paired by seed (every part ran the same seeds)."""
-    a, b = Arm.from_rows(points, part, metric), Arm.from_rows(points, FROZEN, metric)
-    return interval(a.values, b.values, paired=True, a_seeds=a.seeds, b_seeds=b.seeds)
-
-
-def shown(diff, ci):
-    return f"{diff:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else f"{diff:+.2f} (one seed)"
-
-
+# (mean of part − frozen, its 95% interval) in points, paired by seed (every part ran the same seeds)
+vs_frozen = {(part, m): Arm.from_rows(runs, part, m, scale=100).minus(Arm.from_rows(runs, FROZEN, m, scale=100))
+             for part in PARTS[1:] for m in ("test_acc", "recall@1")}
 table = experiments.format_mean_std(s, COLS)
 for m in ("test_acc", "recall@1"):
-    table[f"Δ {m} [95% CI]"] = ["—" if part == FROZEN else shown(*vs_frozen(part, m)) for part in table.index]
+    table[f"Δ {m} [95% CI]"] = ["—" if part == FROZEN else format_difference(*vs_frozen[part, m])
+                                for part in table.index]
 table
 
 # %% [markdown]
@@ -328,9 +320,9 @@ table
 base = s.loc[FROZEN]
 print(f"frozen pretrained features + linear head: test acc {base['test_acc_mean'] * 100:.2f} "
       f"± {base['test_acc_std'] * 100:.2f}")
-deltas = {part: vs_frozen(part, "test_acc") for part in PARTS[1:]}
+deltas = {part: vs_frozen[part, "test_acc"] for part in PARTS[1:]}
 for part, (d, ci) in deltas.items():
-    print(f"{part}: test acc {s.loc[part, 'test_acc_mean'] * 100:.2f}, vs frozen {shown(d, ci)}")
+    print(f"{part}: test acc {s.loc[part, 'test_acc_mean'] * 100:.2f}, vs frozen {format_difference(d, ci)}")
 print("ranking by test accuracy:", " > ".join(s["test_acc_mean"].sort_values(ascending=False).index))
 for part in PARTS:
     final = [c[-1] for c in runs[runs.variant == part]["curve_loss"] if c]
@@ -455,13 +447,12 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 
 # %%
 chance = Arm("chance", [50.0] * len(cfg["seeds"]))  # a coin flip on the balanced test set, in points
-frozen = Arm.from_rows(points, FROZEN, "test_acc", label="frozen + linear")
-triplet = Arm.from_rows(points, "2 triplets (random)", "test_acc", label="triplets, then head")
-joint = Arm.from_rows(points, "3 triplet + BCE", "test_acc", label="triplet + BCE")
+frozen = Arm.from_rows(runs, FROZEN, "test_acc", label="frozen + linear", scale=100)
+triplet = Arm.from_rows(runs, "2 triplets (random)", "test_acc", label="triplets, then head", scale=100)
+joint = Arm.from_rows(runs, "3 triplet + BCE", "test_acc", label="triplet + BCE", scale=100)
 batch = 64  # the batch of fine_tune and of train_linear_head
-head_steps = math.ceil(len(y_task) / batch) * cfg["head_epochs"]  # a linear head on frozen features
-joint_steps = len(y_task) // batch * cfg["epochs"]  # fine_tune drops the last incomplete batch
-triplet_steps = cfg["triplets"] // batch * cfg["epochs"]
+head_steps = math.ceil(len(y_task) / batch) * cfg["head_epochs"]  # a linear head keeps its last incomplete batch
+tuned = Budget.of_epochs(len(y_task), batch, cfg["epochs"])  # fine_tune drops the last incomplete batch
 metric = "test accuracy (points)"
 claims = [
     Claim("C17", "a linear head on frozen pretrained features separates the two classes well",
@@ -478,11 +469,11 @@ claims = [
           ]),
     Claim("C18", "triplet-loss embeddings, and triplet + BCE jointly, improve on the frozen-feature head",
           source="parts 2 and 3 shown as plots only, no accuracy given (seed 002 Q1 parts 2–3)",
-          budget=Budget(steps=joint_steps, batch_size=batch, epochs=cfg["epochs"]), section="sec-c18",
+          budget=tuned, section="sec-c18",
           note="random triplets, as in the source; batch-hard mining collapsed the embedding here (rows 2b, 2c, 3b "
                "of the table), and is not part of the claim.",
-          extra={"optimizer_steps_triplets_part2": triplet_steps, "optimizer_steps_head_after_part2": head_steps,
-                 "optimizer_steps_joint_part3": joint_steps},
+          extra={"optimizer_steps_triplets_part2": Budget.of_epochs(cfg["triplets"], batch, cfg["epochs"]).steps,
+                 "optimizer_steps_head_after_part2": head_steps, "optimizer_steps_joint_part3": tuned.steps},
           comparisons=[
               # the claim says "improve on": a one-sided test per arm; same seeds in run_grid, so paired
               Comparison(triplet, frozen, "greater", paired=True, metric=metric),

@@ -61,7 +61,8 @@ import torch.nn.functional as F
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
-from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, interval, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, save_claims
+from course_utils.intervals import format_difference
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip, TwoViews, byol_augment
 from course_utils.features import KNNProbe, knn_accuracy, linear_probe, pooled_features, predict, recalibrate_batchnorm
 from course_utils.io import atomic_write_text
@@ -465,28 +466,12 @@ table
 # difference from its setting A, one run on Office-Home: R has none, as the assignment had no such row.
 
 # %%
-pct = runs.assign(test_acc=runs["test_acc"] * 100)  # accuracy in points: the unit of every difference below
-LETTER = {s.split()[0]: s for s in SETTINGS}  # "A" -> "A scratch", ...
 SOURCE = {"A": 52.71, "B": 55.27, "C": 55.05, "D": 24.22, "E": 20.84}  # the assignment's validation accuracy (%)
-
-
-def arm(letter, n):
-    """The per-seed test accuracies (points) of one setting with ``n`` labels per class."""
-    return Arm.from_rows(pct, f"{LETTER[letter]} @ {n}", "test_acc", label=letter)
-
-
-def gap(x, y, n):
-    """Setting x minus setting y, paired by seed: (mean difference, 95% interval, or None below 3 seeds)."""
-    a, b = arm(x, n), arm(y, n)
-    diff, ci = interval(a.values, b.values, paired=True, a_seeds=a.seeds, b_seeds=b.seeds)
-    return diff, ci if len(a.values) >= 3 else None
-
-
-def shown(diff, ci):
-    return f"{diff:+.2f} " + (f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "(one or two seeds: no interval)")
-
-
-rows = [{"label": f"{x} − A, {n} labels/class", **dict(zip(("diff", "ci95"), gap(x, "A", n))),
+# the per-seed test accuracies (points) of each setting ("A", ...) with n labels per class; x minus y is
+# arms[x, n].minus(arms[y, n]), paired by seed (mean difference, 95% interval, or None below 3 seeds)
+arms = {(s.split()[0], n): Arm.from_rows(runs, f"{s} @ {n}", "test_acc", label=s.split()[0], scale=100)
+        for s in SETTINGS for n in cfg["labels"]}
+rows = [{"label": f"{x} − A, {n} labels/class", **dict(zip(("diff", "ci95"), arms[x, n].minus(arms["A", n]))),
          "source": round(SOURCE[x] - SOURCE["A"], 2) if x in SOURCE else None}
         for x in "BCDER" for n in cfg["labels"]]
 viz.forest_plot(rows, xlabel="difference from A (scratch), test accuracy points",
@@ -607,8 +592,8 @@ separation = pd.DataFrame(separation).pivot(index="features", columns="map", val
 MAIN = 100 if 100 in cfg["labels"] else list(cfg["labels"])[-1]  # the labels per class the claims are judged at
 PAIRS = {"E − R": "BYOL vs random features, frozen", "C − A": "BYOL fine-tuned vs scratch",
          "B − A": "supervised fine-tuned vs scratch", "D − E": "supervised vs BYOL, frozen"}
-gaps = pd.DataFrame({f"{n} labels/class": {f"{k} ({v})": shown(*gap(k[0], k[-1], n)) for k, v in PAIRS.items()}
-                     for n in cfg["labels"]})
+gaps = pd.DataFrame({f"{n} labels/class": {f"{k} ({v})": format_difference(*arms[k[0], n].minus(arms[k[-1], n]))
+                                             for k, v in PAIRS.items()} for n in cfg["labels"]})
 gaps.index.name = "x − y, points: mean [95% interval]"  # paired by seed
 gaps
 
@@ -628,28 +613,18 @@ gaps
 # %%
 labelled = 5 * MAIN  # labelled images per fine-tuning run
 ft_batch = min(cfg["ft"]["batch_size"], labelled // 2)  # as in downstream()
-# train_classifier drops the last incomplete batch: labelled // ft_batch optimizer steps per epoch
-ft_budget = Budget(steps=cfg["labels"][MAIN] * (labelled // ft_batch), batch_size=ft_batch, epochs=cfg["labels"][MAIN])
-byol_steps = cfg["byol"]["epochs"] * (len(x_pre) // cfg["byol"]["batch_size"])  # train_byol drops the last batch too
-pre_steps = {"BYOL (C, E)": byol_steps, "supervised (B, D)": sup_cfg["epochs"] * (len(x_pre) // sup_cfg["batch_size"])}
+# train_classifier and train_byol drop the last incomplete batch, as Budget.of_epochs counts
+ft_budget = Budget.of_epochs(labelled, ft_batch, cfg["labels"][MAIN])
+byol_budget = Budget.of_epochs(len(x_pre), cfg["byol"]["batch_size"], cfg["byol"]["epochs"])
+pre_steps = {"BYOL (C, E)": byol_budget.steps,
+             "supervised (B, D)": Budget.of_epochs(len(x_pre), sup_cfg["batch_size"], sup_cfg["epochs"]).steps}
 extra = {"labels_per_class": MAIN, "pretraining_optimizer_steps": pre_steps}
-a, b, c, d, e = (arm(x, MAIN) for x in "ABCDE")
+a, b, c, d, e = (arms[x, MAIN] for x in "ABCDE")
 ACC = "test accuracy (points)"
-
-
-def src(x, y):
-    """The assignment's x − y, validation points on Office-Home (one run each)."""
-    return round(SOURCE[x] - SOURCE[y], 2)
-
-
-sep = separation * 100
-
-
-def map_arm(features, method):
-    """The 2-D kNN accuracy (points) of one map: a single run, so shown and never judged."""
-    return Arm(f"{method}, {features}", [float(sep.loc[features, method])])
-
-
+# the assignment's x − y, validation points on Office-Home (one run each)
+src = {k: round(SOURCE[k[0]] - SOURCE[k[-1]], 2) for k in ("BA", "CA", "CB", "DB", "EC", "DE")}
+# the 2-D kNN accuracy (points) of each map: a single run, so shown and never judged
+map_arm = {(f, m): Arm(f"{m}, {f}", [float(separation.loc[f, m] * 100)]) for f in panels for m in ("PCA", "t-SNE")}
 se = 100 * math.sqrt(0.25 / int((~half).sum()))  # largest binomial standard error of a 2-D kNN accuracy
 claims = [
     Claim("C19", "Pre-training (supervised or BYOL) then full fine-tuning beats training from scratch by ~3 points",
@@ -661,8 +636,8 @@ claims = [
                "pre-training beats scratch; the size label compares the gain with the assignment's ~2.5 points.",
           comparisons=[
               # "beats": a one-sided claim; both arms ran with the same seeds (same labelled subsets): paired
-              Comparison(b, a, "greater", paired=True, source_effect=src("B", "A"), metric=ACC),
-              Comparison(c, a, "greater", paired=True, source_effect=src("C", "A"), metric=ACC),
+              Comparison(b, a, "greater", paired=True, source_effect=src["BA"], metric=ACC),
+              Comparison(c, a, "greater", paired=True, source_effect=src["CA"], metric=ACC),
           ]),
     Claim("C20", "BYOL and supervised backbones are about equal when fully fine-tuned",
           source="C − B = −0.22 validation points on Office-Home (B 55.27, C 55.05; seed 001 P2, one run each)",
@@ -670,7 +645,7 @@ claims = [
           comparisons=[
               # "about equal": within 1 accuracy point, a third of the ~3-point gain of pre-training that the
               # same claim set reports (C19); a gap under that would not change which backbone one picks
-              Comparison(c, b, "equivalent", margin=1.0, paired=True, source_effect=src("C", "B"), metric=ACC),
+              Comparison(c, b, "equivalent", margin=1.0, paired=True, source_effect=src["CB"], metric=ACC),
           ]),
     Claim("C21", "Frozen backbones are far worse than fine-tuned ones, and the supervised frozen backbone beats "
                  "the BYOL one",
@@ -682,22 +657,22 @@ claims = [
                "Office-Home. D and E fit a logistic regression on frozen features (no optimizer steps): the budget "
                "is that of B and C.",
           comparisons=[
-              Comparison(d, b, "less", paired=True, source_effect=src("D", "B"), metric=ACC),  # frozen < fine-tuned
-              Comparison(e, c, "less", paired=True, source_effect=src("E", "C"), metric=ACC),
-              Comparison(d, e, "greater", paired=True, source_effect=src("D", "E"), metric=ACC),  # supervised > BYOL
+              Comparison(d, b, "less", paired=True, source_effect=src["DB"], metric=ACC),  # frozen < fine-tuned
+              Comparison(e, c, "less", paired=True, source_effect=src["EC"], metric=ACC),
+              Comparison(d, e, "greater", paired=True, source_effect=src["DE"], metric=ACC),  # supervised > BYOL
           ]),
     Claim("C22", "Classes separate more in t-SNE than in PCA, and more as training proceeds",
           source="figures only: PCA and t-SNE maps early and late in training (seed 001 P1.5-6), no number",
-          budget=Budget(steps=byol_steps, batch_size=cfg["byol"]["batch_size"], epochs=cfg["byol"]["epochs"]),
+          budget=byol_budget,
           section="sec-c22",
           extra={"pretraining_optimizer_steps": pre_steps, "test_images": len(y_vis),
                  "binomial_standard_error_points": round(se, 2)},
           note="Separation is the kNN accuracy in the 2-D map (half the images vote for the other half), one run "
                "per map: shown, not judged. 'As training proceeds' compares the untrained backbone with the "
                "trained ones; the budget is BYOL's pre-training (the supervised one in extra).",
-          comparisons=[Comparison(map_arm(f, "t-SNE"), map_arm(f, "PCA"), "greater", label=f"t-SNE − PCA, {f}",
+          comparisons=[Comparison(map_arm[f, "t-SNE"], map_arm[f, "PCA"], "greater", label=f"t-SNE − PCA, {f}",
                                   metric="2-D kNN accuracy (points)") for f in panels]
-          + [Comparison(map_arm(f, m), map_arm("random init", m), "greater", label=f"{f} − random init, {m}",
+          + [Comparison(map_arm[f, m], map_arm["random init", m], "greater", label=f"{f} − random init, {m}",
                         metric="2-D kNN accuracy (points)")
              for f in ("after BYOL", "after supervised pre-training") for m in ("PCA", "t-SNE")]),
 ]

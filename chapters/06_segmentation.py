@@ -62,7 +62,8 @@ import torch.nn.functional as F
 import course_utils
 from course_utils import experiments, viz
 from course_utils.datasets.canvas import GARMENT_GROUPS, FashionCanvas, pixel_counts, zipf_frequencies
-from course_utils.claims import Arm, Budget, Claim, Comparison, interval, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, save_claims
+from course_utils.intervals import interval
 from course_utils.data import FASHION_CLASSES
 from course_utils.features import evaluate_segmenter, predict
 from course_utils.io import atomic_torch_save

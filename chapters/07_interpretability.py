@@ -315,8 +315,8 @@ ax.set_title("Does the accuracy survive breaking the shortcut?");
 # marks its mean difference alone.
 
 # %%
-from course_utils.claims import Arm, Comparison, forest_rows, interval
-from course_utils.intervals import MIN_VALUES
+from course_utils.claims import Arm, Comparison, forest_rows
+from course_utils.intervals import MIN_VALUES, interval
 
 pts = runs.assign(**{f"{kind}_pts": runs[f"{kind}_acc"] * 100 for kind in KINDS})  # accuracies in points
 MODELS = {"frozen features + new head": "frozen", "trained from scratch": "scratch"}
@@ -758,7 +758,8 @@ show_explained(static);
 # says nothing about another training run) is kept in each claim's `extra`, not judged.
 
 # %%
-from course_utils.claims import Arm, Budget, Claim, Comparison, interval, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, save_claims
+from course_utils.intervals import interval
 
 ONE = [base_cfg["seed"]]  # C32–C35: the one base model (and, for C32, the one fine-tuned head, seed 0)
 base_budget = Budget(steps=len(base_idx) // 128 * cfg["base"]["epochs"], batch_size=128,  # full batches only

@@ -54,13 +54,26 @@ class Arm:
             raise ValueError(f"Arm {self.label!r} needs at least one finite value, got {list(self.values)}.")
 
     @classmethod
-    def from_rows(cls, rows, variant: str, metric: str, label: str | None = None) -> "Arm":
-        """The arm of ``variant`` from ``run_grid`` rows (DataFrame or dicts with variant, seed, metric), by seed."""
+    def from_rows(cls, rows, variant: str, metric: str, label: str | None = None, scale: float = 1.0) -> "Arm":
+        """The arm of ``variant`` from ``run_grid`` rows (DataFrame or dicts with variant, seed, metric), by seed;
+        values times ``scale`` (100 for accuracies in points). Runs whose ``metric`` is missing or NaN (a
+        diverged run) are left out, so the arm may have fewer seeds than the grid."""
         records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
         mine = sorted((r for r in records if r["variant"] == variant), key=lambda r: r["seed"])
         if not mine:
             raise ValueError(f"no rows of variant {variant!r}; variants: {sorted({r['variant'] for r in records})}")
-        return cls(label or variant, [r[metric] for r in mine], [r["seed"] for r in mine])
+        mine = [r for r in mine if r.get(metric) is not None and not math.isnan(r[metric])]
+        return cls(label or variant, [r[metric] * scale for r in mine], [r["seed"] for r in mine])
+
+    def minus(self, other: "Arm", paired: bool | None = None) -> tuple[float, tuple[float, float] | None]:
+        """``(mean of self − mean of other, its 95% interval)``, for a descriptive row that declares no test.
+
+        ``paired=None`` pairs by seed when both arms have the same seeds. The interval is ``None`` when an
+        arm has fewer than 3 values: shown, never given an interval (as a claim would not be judged)."""
+        if paired is None:
+            paired = self.seeds is not None and other.seeds is not None and sorted(self.seeds) == sorted(other.seeds)
+        diff, ci = interval(self.values, other.values, paired, self.seeds, other.seeds)
+        return diff, ci if min(len(self.values), len(other.values)) >= MIN_VALUES else None
 
     def to_json(self) -> dict:
         """``{"label", "values", "seeds"}``."""
@@ -75,6 +88,13 @@ class Budget:
     steps: int
     batch_size: int
     epochs: float
+
+    @classmethod
+    def of_epochs(cls, n_images: int, batch_size: int, epochs: float) -> "Budget":
+        """The budget of ``epochs`` passes over ``n_images`` in batches of ``batch_size``, as the course's loaders
+        count them: the last incomplete batch is dropped unless it is the only one."""
+        per_epoch = n_images // batch_size if n_images > batch_size else 1
+        return cls(int(per_epoch * epochs), batch_size, epochs)
 
     def to_json(self) -> dict:
         """``{"optimizer_steps", "batch_size", "epochs"}``."""
@@ -319,8 +339,8 @@ def main(argv=None) -> int:
     return 1 if problems else 0
 
 
-__all__ = ["FORMAT", "TESTS", "VERDICTS", "Arm", "Budget", "Claim", "Comparison", "check_results", "course_root",
-           "describe", "forest_rows", "interval", "load_claims", "main", "results_dir", "save_claims"]
+__all__ = ["FORMAT", "Arm", "Budget", "Claim", "Comparison", "check_results", "course_root", "describe", "forest_rows",
+           "load_claims", "main", "results_dir", "save_claims"]
 
 if __name__ == "__main__":
     sys.exit(main())

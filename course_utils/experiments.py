@@ -2,8 +2,8 @@
 
 Each run is stored as one small JSON file (written atomically) named after its configuration and
 seed, so an interrupted grid resumes where it stopped and a finished one is read back instantly.
-``summarize`` turns the runs into mean, std and delta vs a baseline, and says whether each delta is
-larger than the seed-to-seed spread; ``seed_spread`` gives that spread for any set of variants.
+``summarize`` turns the runs into mean, std and the difference of means vs a baseline: a description, not a
+verdict (whether a difference is real is decided by its 95% interval in ``course_utils.claims``).
 Where a model is evaluated once, ``binomial_se`` is the noise of its test accuracy.
 """
 
@@ -135,8 +135,8 @@ def _train_in_processes(tasks, train_fn, cache: Path, workers: int) -> None:
 
 
 def summarize(df: pd.DataFrame, metrics: Sequence[str], baseline: str | None = None) -> pd.DataFrame:
-    """Mean and std over seeds per variant; with ``baseline``, the delta of each mean vs the baseline's and
-    whether ``|delta|`` exceeds the seed-to-seed spread (the larger of the two stds, or 0 with one seed)."""
+    """Mean and std over seeds per variant; with ``baseline``, the delta of each mean vs the baseline's (a
+    description: judge a difference by its interval, ``claims.Arm.minus`` or a ``claims.Comparison``)."""
     scalar = df[["variant", *metrics]]
     grouped = scalar.groupby("variant", sort=False)[list(metrics)]
     mean, std, n = grouped.mean(), grouped.std(ddof=1), grouped.count()
@@ -147,10 +147,7 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str], baseline: str | None = N
         if baseline is not None:
             if baseline not in mean.index:
                 raise KeyError(f"baseline {baseline!r} is not a variant: {list(mean.index)}")
-            delta = mean[m] - mean.loc[baseline, m]
-            spread = std[m].clip(lower=std.loc[baseline, m])  # NaN (one seed) stays NaN: never "beyond noise"
-            out[f"{m}_delta"] = delta
-            out[f"{m}_beyond_noise"] = [not math.isnan(s) and abs(d) > s for d, s in zip(delta, spread)]
+            out[f"{m}_delta"] = mean[m] - mean.loc[baseline, m]
     return out
 
 
@@ -162,8 +159,7 @@ def format_mean_std(summary: pd.DataFrame, metrics: Sequence[str], scale: float 
         mu, sd = summary[f"{m}_mean"] * scale, summary[f"{m}_std"] * scale
         table[m] = [f"{a:.{digits}f} ± {b:.{digits}f}" if not math.isnan(b) else f"{a:.{digits}f}" for a, b in zip(mu, sd)]
         if f"{m}_delta" in summary:
-            table[f"Δ {m}"] = [f"{d * scale:+.{digits}f}" + ("" if beyond else " (noise)")
-                               for d, beyond in zip(summary[f"{m}_delta"], summary[f"{m}_beyond_noise"])]
+            table[f"Δ {m}"] = [f"{d * scale:+.{digits}f}" for d in summary[f"{m}_delta"]]
     return table
 
 

@@ -122,5 +122,12 @@ def combine(verdicts: Sequence[str]) -> str:
     return "inconclusive"
 
 
-__all__ = ["MIN_VALUES", "SIZES", "TESTS", "VERDICTS", "combine", "decide", "interval", "paired_values",
-           "size_label"]
+def format_difference(diff: float, ci: tuple[float, float] | None, digits: int = 2) -> str:
+    """``"+1.23 [-0.40, +2.86]"``: a difference with its 95% interval, or ``"+1.23 (no interval)"`` without one."""
+    if ci is None:
+        return f"{diff:+.{digits}f} (no interval)"
+    return f"{diff:+.{digits}f} [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]"
+
+
+__all__ = ["MIN_VALUES", "SIZES", "TESTS", "VERDICTS", "combine", "decide", "format_difference", "interval",
+           "paired_values", "size_label"]

@@ -13,7 +13,8 @@ import re
 import sys
 from pathlib import Path
 
-from course_utils.claims import FORMAT, VERDICTS, Comparison, course_root, forest_rows, load_claims
+from course_utils.claims import FORMAT, Comparison, course_root, forest_rows, load_claims
+from course_utils.intervals import VERDICTS
 from course_utils.io import atomic_write
 
 UNMEASURED = "not yet measured"

@@ -33,17 +33,17 @@ def test_run_grid_caches_and_resumes(tmp_path):
     assert all("run_seconds" in json.loads(p.read_text()) for p in tmp_path.glob("*.json"))
 
 
-def test_summarize_mean_std_delta_and_noise():
+def test_summarize_mean_std_and_delta():
     df = pd.DataFrame({"variant": ["base"] * 3 + ["x"] * 3 + ["y"] * 3,
                        "seed": [0, 1, 2] * 3,
                        "acc": [0.90, 0.91, 0.92, 0.80, 0.81, 0.82, 0.905, 0.915, 0.925]})
     s = summarize(df, ["acc"], baseline="base")
     assert list(s.index) == ["base", "x", "y"] and s["seeds"].tolist() == [3, 3, 3]
     assert s.loc["x", "acc_mean"] == pytest.approx(0.81) and s.loc["x", "acc_std"] == pytest.approx(0.01)
-    assert s.loc["x", "acc_delta"] == pytest.approx(-0.10) and bool(s.loc["x", "acc_beyond_noise"])
-    assert s.loc["y", "acc_delta"] == pytest.approx(0.005) and not s.loc["y", "acc_beyond_noise"]
+    assert s.loc["x", "acc_delta"] == pytest.approx(-0.10) and s.loc["y", "acc_delta"] == pytest.approx(0.005)
+    assert not any(c.endswith("noise") for c in s.columns)  # a description: verdicts come from intervals (claims)
     table = format_mean_std(s, ["acc"])
-    assert table.loc["x", "acc"] == "81.00 ± 1.00" and table.loc["y", "Δ acc"] == "+0.50 (noise)"
+    assert table.loc["x", "acc"] == "81.00 ± 1.00" and table.loc["y", "Δ acc"] == "+0.50"
     assert table.loc["x", "Δ acc"] == "-10.00"
     with pytest.raises(KeyError, match="baseline 'z'"):
         summarize(df, ["acc"], baseline="z")
