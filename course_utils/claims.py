@@ -340,7 +340,7 @@ def main(argv=None) -> int:
 
 
 __all__ = ["FORMAT", "Arm", "Budget", "Claim", "Comparison", "check_results", "course_root", "describe", "forest_rows",
-           "load_claims", "main", "results_dir", "save_claims"]
+           "load_claims", "results_dir", "save_claims"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -32,7 +32,7 @@ import torch
 
 __all__ = ["FASHION_CLASSES", "FASHION_MEAN", "FASHION_STD", "FASHION_FILES", "FASHION_SHA256", "DEFAULT_DATA_DIR",
            "DatasetNotFoundError", "DatasetCorruptError", "fashion_mnist_dirs", "find_fashion_mnist_dir", "describe_fashion_mnist_source",
-           "read_idx", "load_fashion_mnist", "load_digits28", "class_subset", "normalize", "stratified_subset", "train_val_split", "main"]
+           "read_idx", "load_fashion_mnist", "load_digits28", "class_subset", "normalize", "stratified_subset", "train_val_split"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # In a checkout of the course: its data/ folder. Installed as a package (e.g. on Colab): ./data.

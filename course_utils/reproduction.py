@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["PROTOCOL", "UNMEASURED", "chapter_rows", "main", "render_reproduction", "write_figures"]
+__all__ = ["PROTOCOL", "UNMEASURED", "chapter_rows", "render_reproduction", "write_figures"]
 
 
 if __name__ == "__main__":
