@@ -38,3 +38,6 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+__all__ = ["atomic_torch_save", "atomic_write", "atomic_write_text"]

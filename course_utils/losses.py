@@ -304,3 +304,8 @@ def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tor
         raise ValueError(f"soft targets must have the logits' shape (B, K); got {tuple(target.shape)} for logits "
                          f"{tuple(logits.shape)}. Turn class labels into probabilities with F.one_hot(y, K).float().")
     return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+__all__ = ["batch_hard_triplet_loss", "binary_cross_entropy", "byol_loss", "class_weights_from_frequencies", "dice_loss",
+           "in_batch_triplet_loss", "pairwise_distances", "poly1_cross_entropy", "sample_triplets",
+           "soft_target_cross_entropy", "symmetric_byol_loss", "triplet_loss", "weighted_cross_entropy"]

@@ -110,3 +110,6 @@ def setup(seed: int = 0, profile: str | None = None, data_source: str | None = N
     if not quiet:
         print(line)
     return Runtime(profile=profile, device=device, seed=seed, provenance=line)
+
+
+__all__ = ["by_profile", "get_profile", "PROFILES", "Runtime", "seed_everything", "setup"]
