@@ -143,8 +143,9 @@ print("features:", tuple(model.forward_features(torch.zeros(2, 1, 28, 28)).shape
 #
 # `fit` is a plain loop: for each batch, forward, loss, `zero_grad`, `backward`, `step`, and a
 # learning-rate schedule step. We use SGD with Nesterov momentum and a one-cycle schedule
-# {cite}`smith2019superconvergence` (the rate rises for a quarter of the run, then falls to zero),
-# and label smoothing. Passing `checkpoint=path` would save every epoch and resume after a crash.
+# {cite}`smith2019superconvergence` (the rate rises from 1/25 of its peak for a quarter of the run,
+# then falls almost to zero; the scheduler also cycles the momentum between 0.95 and 0.85, overriding
+# the 0.9 given to SGD), and label smoothing. Passing `checkpoint=path` would save every epoch and resume after a crash.
 
 # %%
 optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -228,14 +229,16 @@ print(f"errors {errors:.4f}, of which the true class was the second choice: {sec
 # 1. 3 x 3 kernels, 1 input channel, 16 output channels and no bias (a batch norm follows):
 #    9 x 16 = 144 weights.
 # 2. The training accuracy is averaged over an epoch during which the weights are still improving,
-#    while validation accuracy is measured at the end of the epoch; and training images are augmented
-#    (crops, flips) and scored with label smoothing, while validation images are not.
+#    while validation accuracy is measured at the end of the epoch; training images are augmented
+#    (crops, flips) while validation images are not; and training accuracy is measured in training
+#    mode (batch norm uses each batch's statistics), validation accuracy in eval mode (running
+#    statistics).
 # 3. The checked cells (data shapes, one batch, parameter counts, metrics on fixed tensors) do not
 #    depend on the profile. Training results depend on the number of images and epochs, and timings
 #    depend on the machine, so nbval does not compare those cells; it only requires them to run
 #    without error.
 # 4. See the printout: top-1 is the test accuracy (the same arg-max), and scikit-learn agrees at every
 #    k. Most errors are near misses: for about three errors in four (the last line) the true class is the
-#    network's second choice; the matrix above shows where they lie, mostly among the upper-body
-#    garments (shirt, T-shirt, pullover, coat).
+#    network's second choice. The matrix above shows where the errors lie: mostly among the
+#    upper-body garments (shirt, T-shirt, pullover, coat).
 # ```
