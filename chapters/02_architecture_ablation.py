@@ -65,10 +65,10 @@ from torch import nn
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
-from course_utils.claims import Arm, Budget, Claim, Comparison, interval, save_claims
+from course_utils.claims import Arm, Budget, Claim, Comparison, save_claims
 from course_utils.features import pooled_features
 from course_utils.interpret.receptive import receptive_field_table
-from course_utils.intervals import MIN_VALUES
+from course_utils.intervals import format_difference
 from course_utils.io import atomic_torch_save
 from course_utils.augment import Compose, RandomAffine, RandomCrop, RandomHorizontalFlip, mixup_batch
 from course_utils.loader import MixupLoader, TensorLoader
@@ -410,19 +410,9 @@ print(f"{len(runs)} runs, {runs['run_seconds'].sum() / 60:.1f} min of training; 
 # %%
 COLS = ["train_acc", "test_acc"]
 summary = experiments.summarize(runs, COLS, baseline=BASE)
-acc_points = runs.assign(train_acc=runs["train_acc"] * 100, test_acc=runs["test_acc"] * 100)  # in points
-test_arms = {v: Arm.from_rows(acc_points, v, "test_acc") for v in ABLATION}  # per-seed test accuracy of each row
-
-
-def versus(a, b):
-    """``(a − b, its 95% interval or None, both as text)`` for two arms: paired seed by seed when they ran
-    with the same seeds, Welch otherwise; no interval when an arm has fewer than three values."""
-    diff, ci = interval(a.values, b.values, paired=set(a.seeds) == set(b.seeds), a_seeds=a.seeds, b_seeds=b.seeds)
-    ci = ci if min(len(a.values), len(b.values)) >= MIN_VALUES else None
-    return diff, ci, f"{diff:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else f"{diff:+.2f} (no interval)"
-
-
-vs_base = {v: versus(arm, test_arms[BASE]) for v, arm in test_arms.items() if v != BASE}
+test_arms = {v: Arm.from_rows(runs, v, "test_acc", scale=100) for v in ABLATION}  # per-seed test accuracy, points
+# Each row − the base: mean difference and 95% interval, paired by seed (None with fewer than 3 seeds).
+vs_base = {v: arm.minus(test_arms[BASE]) for v, arm in test_arms.items() if v != BASE}
 shown = experiments.format_mean_std(summary, COLS)  # "mean ± std" strings (its Δ columns are not used here)
 table = pd.DataFrame({
     "train acc": shown["train_acc"],
@@ -430,7 +420,7 @@ table = pd.DataFrame({
     "source Δ train": [f"{SOURCE[v][0]:.2f}" if v == BASE else f"{SOURCE[v][0]:+.2f}" if v in SOURCE else "—"
                        for v in summary.index],
     "test acc": shown["test_acc"],
-    "Δ test [95% interval]": ["—" if v == BASE else vs_base[v][2] for v in summary.index],
+    "Δ test [95% interval]": ["—" if v == BASE else format_difference(*vs_base[v]) for v in summary.index],
     "source Δ test": [f"{SOURCE[v][1]:.2f}" if v == BASE else f"{SOURCE[v][1]:+.2f}" if v in SOURCE else "—"
                       for v in summary.index],
 })
@@ -448,7 +438,7 @@ table
 # %%
 XLIM = (-7.0, 3.0)  # points; a row whose mean lies outside gets its value in its label
 forest = [{"label": v + (f"  ({d:+.1f}, off scale)" if not XLIM[0] < d < XLIM[1] else ""), "diff": d, "ci95": ci,
-           "source": SOURCE[v][1] if v in SOURCE else None} for v, (d, ci, _) in vs_base.items()]
+           "source": SOURCE[v][1] if v in SOURCE else None} for v, (d, ci) in vs_base.items()]
 fig = viz.forest_plot(forest, xlabel=f"row − {BASE}, test accuracy (points)",
                       title="Table 1: each row − the base, mean over seeds and 95% interval")
 fig.axes[0].set_xlim(*XLIM);
@@ -470,13 +460,14 @@ stride_name = "VGG-ResNet(2,32,stride)"
 for a, b in [(stride_name, BASE), ("(2,32,stride) − skip", stride_name), ("(2,32,stride) − BN", stride_name),
              ("(2,32,stride) − activation", stride_name), ("(2,32,stride) with GELU", stride_name),
              ("(2,32,maxpool) transformer", BASE)]:
-    print(f"{a:>30} − {b:<24}: test {versus(test_arms[a], test_arms[b])[2]}")
+    print(f"{a:>30} − {b:<24}: test {format_difference(*test_arms[a].minus(test_arms[b]))}")
 stuck = runs[runs["test_acc"] < 0.2]  # chance is 10%: a run that never learned
 for name, group in stuck.groupby("variant", sort=False):
     print(f"{name}: {len(group)} of {len(acfg['seeds'])} seeds stuck at chance (seeds {group['seed'].tolist()})")
-pool_gaps = {(a, b): versus(test_arms[f"VGG-ResNet({a},{b},maxpool)"], test_arms[f"VGG-ResNet({a},{b},stride)"])
+pool_gaps = {(a, b): test_arms[f"VGG-ResNet({a},{b},maxpool)"].minus(test_arms[f"VGG-ResNet({a},{b},stride)"])
              for a, b in ((1, 32), (2, 16), (2, 32), (4, 32), (2, 64))}
-print("max-pool − stride at the same (a, b): " + ", ".join(f"({a},{b}) {g[2]}" for (a, b), g in pool_gaps.items()))
+print("max-pool − stride at the same (a, b): "
+      + ", ".join(f"({a},{b}) {format_difference(*g)}" for (a, b), g in pool_gaps.items()))
 print(f"max-pool ahead in {sum(g[0] > 0 for g in pool_gaps.values())} of {len(pool_gaps)} pairs, "
       f"mean {np.mean([g[0] for g in pool_gaps.values()]):+.2f}")
 
@@ -792,14 +783,13 @@ aug_runs = aug_runs.sort_values(["order", "seed"], kind="stable").drop(columns="
 aug_all = pd.concat([runs[runs.variant == BASE], aug_runs], ignore_index=True)
 aug_summary = experiments.summarize(aug_all, COLS, baseline=BASE)
 aug_shown = experiments.format_mean_std(aug_summary, COLS)  # "mean ± std" strings (its Δ columns are not used)
-aug_points = aug_all.assign(test_acc=aug_all["test_acc"] * 100)
 aug_table = pd.DataFrame({
     "seeds": aug_summary["seeds"], "epochs": [aug_configs.get(v, TRAIN)["epochs"] for v in aug_summary.index],
     "train acc": aug_shown["train_acc"],
     "Δ train": ["—" if v == BASE else f"{d:+.2f}" for v, d in (aug_summary["train_acc_delta"] * 100).items()],
     "test acc": aug_shown["test_acc"],
-    "Δ test [95% interval]": ["—" if v == BASE else versus(Arm.from_rows(aug_points, v, "test_acc"), test_arms[BASE])[2]
-                              for v in aug_summary.index],
+    "Δ test [95% interval]": ["—" if v == BASE else format_difference(
+        *Arm.from_rows(aug_all, v, "test_acc", scale=100).minus(test_arms[BASE])) for v in aug_summary.index],
 })
 aug_table.index = [f"none, {TRAIN['epochs']} epoch(s)" if v == BASE else v.replace(f"{BASE} + ", "")
                    for v in aug_table.index]
@@ -968,18 +958,15 @@ for ax, labels in zip(axes, labels_of):
 
 # %%
 ACC = "test accuracy (points)"
-ablation_budget = Budget(steps=10 * acfg["per_class"] // acfg["batch_size"] * acfg["epochs"],
-                         batch_size=acfg["batch_size"], epochs=acfg["epochs"])  # drop_last: whole batches only
-simple_budget = Budget(steps=10 * scfg["per_class"] // scfg["batch_size"] * scfg["epochs"],
-                       batch_size=scfg["batch_size"], epochs=scfg["epochs"])
+ablation_budget = Budget.of_epochs(10 * acfg["per_class"], acfg["batch_size"], acfg["epochs"])  # 10 classes
+simple_budget = Budget.of_epochs(10 * scfg["per_class"], scfg["batch_size"], scfg["epochs"])
 # The source's change of a stride row from its own stride network (its table gives changes from the max-pool base).
 src_vs_stride = {v: round(SOURCE[v][1] - SOURCE[stride_name][1], 2) for v in SOURCE if "stride" in v}
 arm = test_arms  # per-seed test accuracy (points) of every row of section 3
 no_bn_stuck = int((np.array(arm["(2,32,stride) − BN"].values) < 20).sum())
 size_pairs = [(f"VGG-ResNet({a},{b},{c})", f"VGG-ResNet(2,32,{c})") for c in ("stride", "maxpool")
               for a, b in ((1, 32), (4, 32), (2, 16), (2, 64))]
-simple_points = simple_runs.assign(test_acc=simple_runs["test_acc"] * 100)
-knob = {(k, label): Arm.from_rows(simple_points, name, "test_acc", label=label)
+knob = {(k, label): Arm.from_rows(simple_runs, name, "test_acc", label=label, scale=100)
         for k, rows in KNOBS.items() for label, name in rows.items()}  # the knob rows: one seed (the base: three)
 cnn = experiments.stat_table(simple_summary, "mean", scale=100)  # variant x metric, in points
 base_seeds = base_runs["seed"].tolist()

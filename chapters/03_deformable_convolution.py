@@ -369,9 +369,9 @@ table["fastest epoch (s)"] = [f"{fastest[v]:.1f}" for v in table.index]
 table
 
 # %% [markdown]
-# Accuracies in percent, losses in nats, mean ± std over the seeds; Δ is deformable minus regular (its
-# "(noise)" mark only says that Δ is smaller than the larger of the two seed stds: a first look, not a
-# test). What a difference is worth is its **95% confidence interval**. Both models ran with the same
+# Accuracies in percent, losses in nats, mean ± std over the seeds; Δ is deformable minus regular, the
+# difference of the means (a description, not a test). What a difference is worth is its **95%
+# confidence interval**. Both models ran with the same
 # seeds, so the same initial draw of the shared layers and the same order of the training batches; the
 # interval is therefore a t interval on the per-seed differences (`Arm.minus(..., paired=True)`).
 # With three seeds it is wide: the mean difference ± 4.3 standard errors (the t quantile with two

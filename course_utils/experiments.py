@@ -4,7 +4,6 @@ Each run is stored as one small JSON file (written atomically) named after its c
 seed, so an interrupted grid resumes where it stopped and a finished one is read back instantly.
 ``summarize`` turns the runs into mean, std and the difference of means vs a baseline: a description, not a
 verdict (whether a difference is real is decided by its 95% interval in ``course_utils.claims``).
-Where a model is evaluated once, ``binomial_se`` is the noise of its test accuracy.
 """
 
 from __future__ import annotations
@@ -163,19 +162,6 @@ def format_mean_std(summary: pd.DataFrame, metrics: Sequence[str], scale: float 
     return table
 
 
-def seed_spread(summary: pd.DataFrame, metric: str, variants: Sequence[str] | None = None,
-                scale: float = 1.0) -> float:
-    """The noise a difference between ``variants`` must exceed: the largest seed-to-seed std of ``metric``
-    among them (every row of ``summarize``'s table when ``None``), times ``scale`` (e.g. 100 for percent).
-
-    Variants run with one seed have no std (NaN) and are skipped; with no std at all (one seed everywhere)
-    the spread is 0.0: no noise was measured, and a comparison is as good as a single run.
-    """
-    stds = summary[f"{metric}_std"] if variants is None else summary.loc[list(variants), f"{metric}_std"]
-    known = [float(v) for v in stds if not math.isnan(v)]
-    return max(known) * scale if known else 0.0
-
-
 def stat_table(summary: pd.DataFrame, stat: str = "mean", metrics: Sequence[str] | None = None,
                scale: float = 1.0) -> pd.DataFrame:
     """One statistic of ``summarize``'s table as a variant x metric frame, times ``scale``.
@@ -193,31 +179,6 @@ def stat_table(summary: pd.DataFrame, stat: str = "mean", metrics: Sequence[str]
     return pd.DataFrame({m: summary[f"{m}{suffix}"] * scale for m in metrics}, index=summary.index)
 
 
-def difference(summary: pd.DataFrame, a: str, b: str, metric: str, scale: float = 1.0) -> tuple[float, float]:
-    """``(delta, noise)`` of two variants of ``summarize``'s table: the difference of their means of ``metric``,
-    ``a - b``, and the noise it must exceed, ``seed_spread(summary, metric, [a, b])``; both times ``scale``.
-
-    Unlike ``summarize``'s delta, ``b`` need not be the baseline: an ablation compares each row with the model it
-    was made from. Each mean is scaled before subtracting, so ``delta`` is the same float as the difference of
-    ``stat_table(summary, "mean", scale=scale)``'s entries.
-    """
-    col = f"{metric}_mean"
-    return summary.loc[a, col] * scale - summary.loc[b, col] * scale, seed_spread(summary, metric, [a, b], scale)
-
-
-def binomial_se(accuracy: float, n: int, scale: float = 100.0) -> float:
-    """Standard error of an accuracy measured once on ``n`` independent test examples, ``sqrt(p (1 - p) / n)``
-    in the units of ``accuracy`` (percent with ``scale=100``, a fraction with ``scale=1``).
-
-    The noise of a model evaluated once, where there is no seed-to-seed std; for a difference of two such
-    accuracies multiply by ``sqrt(2)``. ``p (1 - p)`` is floored at ``1e-4``, so an accuracy of 0 or 100%
-    still has a small nonzero noise (about that of one example in ten thousand).
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return math.sqrt(max(accuracy * (scale - accuracy), scale * scale / 10_000) / n)
-
-
 def runs_dir(name: str) -> Path:
     """Where a chapter keeps its finished runs: ``$COURSE_RUNS_DIR/<name>`` if set, else ``runs/<name>``
     (relative to the working directory). ``make execute`` and ``make test`` point ``COURSE_RUNS_DIR`` at a fresh
@@ -225,5 +186,4 @@ def runs_dir(name: str) -> Path:
     return Path(os.environ.get("COURSE_RUNS_DIR", "runs")) / name
 
 
-__all__ = ["binomial_se", "difference", "format_mean_std", "run_grid", "runs_dir", "seed_spread", "stat_table",
-           "summarize"]
+__all__ = ["format_mean_std", "run_grid", "runs_dir", "stat_table", "summarize"]

@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import course_utils.data as data
 
@@ -41,3 +42,26 @@ def tiny_fashion(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: a second thread costs more than it saves. Use with ``pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_classification(seed=0, n=96):
+    """``n`` 1×6×6 images with 4 classes readable from their pixels (the training tests' and recipes' problem)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 6, 6, generator=g)
+    y = (x.mean((1, 2, 3)) > 0).long() + 2 * (x[:, 0, 0, 0] > 0).long()
+    return x, y
+
+
+def toy_classifier():
+    """A seeded conv net with dropout for :func:`toy_classification` (1×6×6 in, 4 logits out)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(), nn.Linear(64, 4))

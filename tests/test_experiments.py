@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from course_utils.experiments import difference, format_mean_std, run_grid, seed_spread, summarize
+from course_utils.experiments import format_mean_std, run_grid, summarize
 
 
 def _train(config, seed):
@@ -47,21 +47,6 @@ def test_summarize_mean_std_and_delta():
     assert table.loc["x", "Δ acc"] == "-10.00"
     with pytest.raises(KeyError, match="baseline 'z'"):
         summarize(df, ["acc"], baseline="z")
-
-
-def test_seed_spread_is_the_largest_std_and_zero_with_one_seed():
-    df = pd.DataFrame({"variant": ["base"] * 3 + ["x"] * 3 + ["one"],
-                       "seed": [0, 1, 2, 0, 1, 2, 0],
-                       "acc": [0.90, 0.91, 0.92, 0.80, 0.82, 0.84, 0.5]})
-    s = summarize(df, ["acc"])
-    assert seed_spread(s, "acc", ["base", "x"]) == pytest.approx(0.02)
-    assert seed_spread(s, "acc", ["base"], scale=100) == pytest.approx(1.0)
-    assert seed_spread(s, "acc") == seed_spread(s, "acc", ["x", "one"]) == pytest.approx(0.02)  # NaN skipped
-    assert seed_spread(s, "acc", ["one"]) == 0.0  # one seed: no spread measured
-    # scaling after the max gives the same float as the max of the scaled stds
-    assert seed_spread(s, "acc", ["base", "x"], scale=100) == max(s.loc["base", "acc_std"] * 100, s.loc["x", "acc_std"] * 100)
-    with pytest.raises(KeyError):
-        seed_spread(s, "acc", ["missing"])
 
 
 def _train_torch(config, seed):
@@ -129,32 +114,3 @@ def test_stat_table_is_summarize_unstacked_with_the_same_floats():
         stat_table(s, "median")
 
 
-def test_binomial_se_is_the_binomial_std_of_the_accuracy():
-    import math
-
-    from scipy import stats
-
-    from course_utils.experiments import binomial_se
-
-    for p, n in ((0.5, 100), (0.873, 2000), (0.01, 10_000)):
-        expected = stats.binom(n, p).std() / n  # std of the number right, as a fraction
-        assert binomial_se(p, n, scale=1.0) == pytest.approx(expected, rel=1e-12)
-        assert binomial_se(100 * p, n) == pytest.approx(100 * expected, rel=1e-12)
-    assert binomial_se(100.0, 400) == binomial_se(0.0, 400) == pytest.approx(math.sqrt(1 / 400))  # the floor
-    assert binomial_se(1.0, 400, scale=1.0) == pytest.approx(math.sqrt(1e-4 / 400))
-    with pytest.raises(ValueError):
-        binomial_se(50.0, 0)
-
-
-def test_difference_of_any_two_variants_and_its_noise():
-    df = pd.DataFrame({"variant": ["base"] * 3 + ["x"] * 3 + ["y"] * 3 + ["one"],
-                       "seed": [0, 1, 2] * 3 + [0],
-                       "acc": [0.90, 0.91, 0.92, 0.80, 0.82, 0.84, 0.905, 0.915, 0.925, 0.5]})
-    s = summarize(df, ["acc"], baseline="base")
-    delta, noise = difference(s, "x", "y", "acc", scale=100)  # neither is the baseline
-    assert delta == pytest.approx(-9.5) and noise == pytest.approx(2.0)
-    # the same floats as scaling the means first, and as seed_spread
-    assert delta == s.loc["x", "acc_mean"] * 100 - s.loc["y", "acc_mean"] * 100
-    assert noise == seed_spread(s, "acc", ["x", "y"], scale=100)
-    assert difference(s, "x", "base", "acc")[0] == pytest.approx(s.loc["x", "acc_delta"])
-    assert difference(s, "one", "base", "acc") == (pytest.approx(-0.41), pytest.approx(0.01))  # NaN std skipped

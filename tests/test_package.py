@@ -89,3 +89,14 @@ def test_chapters_keep_plumbing_in_the_package():
         assert not [line for line in lines if re.match(r"[A-Za-z_]\w* = lambda", line)], f"{ch.name}: top-level lambda"
     assert max(counts.values()) <= 8, counts
     assert sum(counts.values()) <= 35, counts
+
+
+def test_every_module_has_its_mirrored_test_file():
+    """``course_utils/X.py`` is tested in ``tests/test_X.py``, ``course_utils/sub/X.py`` in ``tests/sub/test_X.py``."""
+    missing = []
+    for module in MODULES:
+        *folders, leaf = module.split(".")[1:]
+        test_file = ROOT.joinpath("tests", *folders, f"test_{leaf}.py")
+        if not test_file.is_file():
+            missing.append(f"{module} -> {test_file.relative_to(ROOT)}")
+    assert len(MODULES) > 20 and not missing, f"modules without their mirrored test file: {missing}"
