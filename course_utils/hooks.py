@@ -15,27 +15,24 @@ from torch import nn
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def _mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    modes = {m: m.training for m in model.modules()}
+    model.train(training)
+    try:
+        yield model
+    finally:
+        for m, was in modes.items():
+            m.training = was
+
+
+def eval_mode(model: nn.Module):
     """Put ``model`` (and every submodule) in eval mode; restore each submodule's own flag afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.training = training
+    return _mode(model, False)
 
 
-@contextmanager
-def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+def train_mode(model: nn.Module):
     """Put ``model`` (and every submodule) in training mode; restore each submodule's own flag afterwards."""
-    modes = {m: m.training for m in model.modules()}
-    model.train()
-    try:
-        yield model
-    finally:
-        for m, training in modes.items():
-            m.training = training
+    return _mode(model, True)
 
 
 @contextmanager

@@ -65,3 +65,8 @@ def toy_classifier():
     """A seeded conv net with dropout for :func:`toy_classification` (1×6×6 in, 4 logits out)."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Dropout(0.2), nn.Flatten(), nn.Linear(64, 4))
+
+
+def no_hooks(model) -> bool:
+    """True when no forward (pre-)hook is left on any submodule of ``model``."""
+    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

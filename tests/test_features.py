@@ -15,13 +15,7 @@ from course_utils.models.byol import BYOL
 from course_utils.models.resnet import resnet6n2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second thread costs more than it saves, and far more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 def clusters(n=120, d=8, classes=3, seed=0, spread=1.0):

@@ -7,23 +7,14 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import no_hooks
 from course_utils.interpret.filters import (ablate_filters, ablation_effect, class_selectivity, cut_patch,
                                             max_responses, top_activating_patches)
 from course_utils.interpret.receptive import Field
 from course_utils.loader import TensorLoader
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread costs more than it gives (and the tests share the machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _no_hooks(model):
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 # ---------------------------------------------------------------------------------- top patches
@@ -44,7 +35,7 @@ def test_top_patches_are_the_largest_responses_and_reproduce_them():
         assert torch.equal(patch, images[n, :, t:t + 8, l:l + 8])
         with torch.no_grad():  # the unit sees exactly its patch: the layer on the patch alone gives the value
             torch.testing.assert_close(net[:4](patch[None])[0, 2, 0, 0], v)
-    assert _no_hooks(net)
+    assert no_hooks(net)
 
 
 def test_patches_reaching_into_the_padding_are_filled():
@@ -74,7 +65,7 @@ def test_ablation_equals_zeroed_weights_and_bias_and_restores_exactly():
         assert same is net
         torch.testing.assert_close(net(x), zeroed(x))
         assert not torch.equal(net(x), before)
-    assert torch.equal(net(x), before) and _no_hooks(net)
+    assert torch.equal(net(x), before) and no_hooks(net)
     for k, v in net.state_dict().items():
         assert torch.equal(v, state[k])
 
@@ -84,14 +75,14 @@ def test_ablation_hooks_go_away_when_the_block_raises():
     with pytest.raises(RuntimeError, match="inside"):
         with ablate_filters(net, {"0": [0]}):
             raise RuntimeError("inside")
-    assert _no_hooks(net)
+    assert no_hooks(net)
     with pytest.raises(ValueError, match="4 filters"):
         with ablate_filters(net, {"0": [4]}):
             pass
     with pytest.raises(ValueError, match="no layer 'conv9'"):
         with ablate_filters(net, {"2": [0], "conv9": [0]}):
             pass
-    assert _no_hooks(net)
+    assert no_hooks(net)
 
 
 def test_ablation_effect_counts_misses():
@@ -126,7 +117,7 @@ def test_max_responses_are_the_spatial_maxima_of_each_channel():
     with torch.no_grad():
         torch.testing.assert_close(got["1"], net[:2](x).amax((2, 3)))
         torch.testing.assert_close(got["7"], net(x).amax((2, 3)))
-    assert _no_hooks(net)
+    assert no_hooks(net)
 
 
 def test_class_selectivity_counts_the_most_common_class_among_the_top_images():

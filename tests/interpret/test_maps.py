@@ -11,13 +11,7 @@ from course_utils.interpret.maps import (cam, explain, gradcam, gradcam_referenc
 from course_utils.models.resnet import resnet6n2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread costs more than it gives (and the tests share the machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 def _resnet():

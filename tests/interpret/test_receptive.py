@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.conftest import no_hooks
 from course_utils.hooks import capture_output
 from course_utils.interpret.receptive import (Field, gradient_field, layer_field, nonzero_box, receptive_field,
                                               receptive_field_of_stack, receptive_field_table)
@@ -12,17 +13,7 @@ from course_utils.models.resnet import resnet6n2
 from course_utils.models.vgg import VGGResNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread costs more than it gives (and the tests share the machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _no_hooks(model):
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 # ------------------------------------------------------------------------------- receptive fields
@@ -99,7 +90,7 @@ def test_resnet_field_is_the_longest_path_and_matches_the_gradient():
         for pos in [(0, 0), (5, 4)]:
             assert nonzero_box(gradient_field(model, name, x, pos)) == _clip(f.box(*pos), 40, 40), (name, pos)
     assert receptive_field(model, "stage3").jump == (4, 4)
-    assert _no_hooks(model)
+    assert no_hooks(model)
 
 
 def test_branches_with_a_projection_shortcut():
@@ -205,8 +196,8 @@ def test_errors_and_mode_restored():
     model = nn.Sequential(nn.Conv2d(1, 1, 3, dilation=2), nn.Conv2d(1, 1, 3, dilation=3)).train()
     table = receptive_field_table(model, (1, 1, 16, 16))  # dilated: spans 5 and 7, field 5 + 6 = 11
     assert table["kernel"].tolist() == [5, 7] and table["receptive field"].tolist() == [5, 11]
-    assert model.training and _no_hooks(model)
+    assert model.training and no_hooks(model)
     assert gradient_side(positive(model), "1", 32) == 11
-    assert model.training and _no_hooks(model)
+    assert model.training and no_hooks(model)
     with pytest.raises(ValueError, match="not square"):
         receptive_field_table(nn.Sequential(nn.Conv2d(1, 1, (3, 5))), (1, 1, 16, 16))

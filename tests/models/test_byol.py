@@ -15,13 +15,7 @@ from course_utils.losses import byol_loss, symmetric_byol_loss
 from course_utils.models.byol import byol_tau, mlp_head
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second thread costs more than it saves, and far more on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
 
 
 def small_byol(predictor=True):
