@@ -46,4 +46,23 @@ def capture_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-__all__ = ["capture_output", "eval_mode", "train_mode"]
+@contextmanager
+def forward_hooks(hooks) -> Iterator[None]:
+    """Register ``(module, fn)`` forward hooks for the ``with`` block; every one is removed on exit."""
+    handles = [module.register_forward_hook(fn) for module, fn in hooks]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def dry_run(model: nn.Module, input_shape) -> torch.Tensor:
+    """One forward pass of zeros of ``input_shape`` on the model's device and dtype, in eval mode (restored)."""
+    p = next(model.parameters())
+    with eval_mode(model):
+        return model(torch.zeros(*input_shape, device=p.device, dtype=p.dtype))
+
+
+__all__ = ["capture_output", "dry_run", "eval_mode", "forward_hooks", "train_mode"]

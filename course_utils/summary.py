@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from course_utils.hooks import eval_mode
+from course_utils.hooks import dry_run, forward_hooks
 
 __all__ = ["count_parameters", "model_summary", "profile_operators"]
 
@@ -33,20 +33,15 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], depth: int = 2,
     """
     names = list(modules) if modules is not None else [
         n for n, _ in model.named_modules() if n and n.count(".") < depth]
-    rows, handles = {}, []
-    for name in names:
-        module = model.get_submodule(name)
+    rows = {}
 
-        def hook(m, inp, out, name=name):
+    def recorder(name):
+        def hook(m, inp, out):
             rows[name] = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with eval_mode(model), torch.no_grad():
-            p = next(model.parameters())
-            model(torch.zeros(*input_shape, device=p.device, dtype=p.dtype))
-    finally:
-        for h in handles:
-            h.remove()
+        return hook
+
+    with forward_hooks((model.get_submodule(name), recorder(name)) for name in names):
+        dry_run(model, input_shape)
     return pd.DataFrame([{
         "layer": n,
         "type": type(model.get_submodule(n)).__name__,

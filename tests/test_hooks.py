@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.hooks import capture_output, eval_mode, train_mode
+from course_utils.hooks import capture_output, dry_run, eval_mode, forward_hooks, train_mode
 
 
 class Boom(Exception):
@@ -85,3 +85,23 @@ def test_capture_output_removes_its_hook_when_the_body_raises_and_keeps_other_ho
     model(torch.randn(2, 4))
     assert len(outs) == 1 and len(theirs) == 2
     handle.remove()
+
+
+def test_forward_hooks_are_removed_on_exit_even_after_an_error():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 3, 3))
+    seen = []
+    with pytest.raises(RuntimeError, match="boom"):
+        with forward_hooks((m, lambda mod, i, o, k=k: seen.append((k, tuple(o.shape)))) for k, m in enumerate(model)):
+            model(torch.zeros(1, 1, 8, 8))
+            raise RuntimeError("boom")
+    assert seen == [(0, (1, 2, 6, 6)), (1, (1, 2, 6, 6)), (2, (1, 3, 4, 4))]
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_dry_run_is_one_zero_batch_in_eval_mode_on_the_models_dtype():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.5)).double().train()
+    before = model[1].running_mean.clone()
+    out = dry_run(model, (2, 1, 5, 5))
+    assert out.shape == (2, 2, 3, 3) and out.dtype == torch.float64 and not out.requires_grad
+    assert torch.equal(model[1].running_mean, before)  # eval mode: the statistics are not updated
+    assert all(m.training for m in model.modules())  # the caller's mode is back

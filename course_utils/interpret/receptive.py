@@ -34,7 +34,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from course_utils.hooks import eval_mode
+from course_utils.hooks import dry_run, eval_mode, forward_hooks
 from course_utils.layers.norms import _AffineNorm
 
 Pair = tuple[int, int]
@@ -109,17 +109,10 @@ def receptive_field_table(model: nn.Module, input_shape: Sequence[int]) -> pd.Da
     The order comes from hooks on one zero batch of ``input_shape`` ``(B, C, H, W)``, so branches and
     residual shortcuts are listed as they run. ``kernel`` is a dilated conv's span, ``d (k - 1) + 1``.
     """
-    order, handles = [], []
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            handles.append(m.register_forward_hook(lambda mod, i, o, name=name: order.append((name, mod, o.shape[-1]))))
-    try:
-        with eval_mode(model), torch.no_grad():
-            p = next(model.parameters())
-            model(torch.zeros(*input_shape, device=p.device, dtype=p.dtype))
-    finally:
-        for h in handles:
-            h.remove()
+    order = []
+    with forward_hooks((m, lambda mod, i, o, name=name: order.append((name, mod, o.shape[-1])))
+                       for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))):
+        dry_run(model, input_shape)
     field, rows = IDENTITY, []
     for name, m, size in order:
         own = layer_field(m)
