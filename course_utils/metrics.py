@@ -24,10 +24,12 @@ def _integer_valued(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 def predicted_labels(x) -> torch.Tensor:
-    """Labels from labels ``(N,)``, one binary logit per row ``(N, 1)`` (positive if > 0) or scores ``(N, K)``."""
+    """Labels from labels ``(N,)``, one binary logit per row ``(N, 1)`` (positive if > 0) or scores ``(N, K)``.
+
+    NaN scores are allowed here: a diverged model still predicts (``argmax`` takes a NaN as the largest), so
+    its accuracy can be reported as what it is; ranking metrics (average precision) refuse NaN scores."""
     x = torch.as_tensor(x)
     if x.ndim == 2:
-        _no_nan(x, "scores")
         return (x[:, 0] > 0).long() if x.shape[1] == 1 else x.argmax(1)
     return _integer_valued(x, "predicted labels")
 
