@@ -206,6 +206,9 @@ def class_weights_from_frequencies(counts, power: float = 1.0) -> torch.Tensor:
 
 def _check_segmentation(logits: torch.Tensor, target: torch.Tensor) -> int:
     """Check ``(B, K, ...)`` logits against ``(B, ...)`` integer targets in ``0..K-1``; return ``K``."""
+    if logits.ndim >= 2 and target.shape == logits.shape:
+        raise ValueError(f"target has the logits' shape {tuple(logits.shape)}: it looks one-hot or like scores; "
+                         f"pass class indices (B, ...), e.g. target.argmax(1)")
     if logits.ndim < 2 or target.shape != logits.shape[:1] + logits.shape[2:]:
         raise ValueError(f"logits must be (B, K, ...) and target (B, ...) with the same B and spatial size, "
                          f"got {tuple(logits.shape)} and {tuple(target.shape)}")
@@ -266,8 +269,12 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -
     pixels ``i``, mean over all ``K`` classes (each class counts the same, however few its pixels: that is
     how Dice fights imbalance). ``smooth = s`` keeps a class absent from both target and prediction at
     Dice ~1 (loss 0) instead of 0 / 0. For hard one-hot predictions and ``s = 0`` the per-class Dice is the F1 score.
+    An empty batch (no pixels) raises: its Dice would be the constant ``s / s``, a loss of 0 that says nothing.
     """
     K = _check_segmentation(logits, target)
+    if target.numel() == 0:
+        raise ValueError(f"dice_loss of an empty batch {tuple(logits.shape)} is undefined (no pixels to overlap); "
+                         f"skip empty batches")
     if smooth < 0:
         raise ValueError(f"smooth must be >= 0, got {smooth}")
     p = F.softmax(logits, 1)

@@ -6,25 +6,66 @@ from __future__ import annotations
 import torch
 
 
+def _no_nan(x: torch.Tensor, name: str) -> None:
+    if x.is_floating_point() and bool(torch.isnan(x).any()):
+        raise ValueError(f"{name} contain NaN: a NaN score has no rank (check the model's outputs, e.g. for a "
+                         f"diverged loss)")
+
+
+def _integer_valued(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``x.long()``, refusing floats that are not whole numbers (probabilities passed as labels)."""
+    if x.is_floating_point():
+        _no_nan(x, name)
+        if bool((x != x.round()).any()):
+            raise ValueError(f"{name} must be class labels 0..K-1, got non-integer values such as "
+                             f"{x[x != x.round()][0].item():g}; pass labels (N,), one binary logit per row (N, 1) "
+                             f"or scores (N, K)")
+    return x.long()
+
+
 def predicted_labels(x) -> torch.Tensor:
-    """Labels from labels ``(N,)``, one binary logit per row ``(N, 1)`` (positive if > 0) or scores ``(N, K)``."""
+    """Labels from labels ``(N,)``, one binary logit per row ``(N, 1)`` (positive if > 0) or scores ``(N, K)``.
+
+    NaN scores are allowed here: a diverged model still predicts (``argmax`` takes a NaN as the largest), so
+    its accuracy can be reported as what it is; ranking metrics (average precision) refuse NaN scores."""
     x = torch.as_tensor(x)
     if x.ndim == 2:
         return (x[:, 0] > 0).long() if x.shape[1] == 1 else x.argmax(1)
-    return x.long()
+    return _integer_valued(x, "predicted labels")
+
+
+def _true_labels(y_true) -> torch.Tensor:
+    """``(N,)`` integer class labels; refuses one-hot rows and non-integer floats with a hint."""
+    y_true = torch.as_tensor(y_true)
+    if y_true.ndim == 2 and y_true.shape[1] > 1:
+        raise ValueError(f"y_true must be class labels (N,), got shape {tuple(y_true.shape)}; if it is one-hot, "
+                         f"pass y_true.argmax(1)")
+    return _integer_valued(y_true, "y_true")
+
+
+def _check_range(labels: torch.Tensor, name: str, num_classes: int | None) -> None:
+    if labels.numel() and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
+        allowed = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+        raise ValueError(f"{name} must be class labels {allowed}, got {int(labels.min())}..{int(labels.max())}")
 
 
 def accuracy(y_pred, y_true) -> float:
     """Fraction of correct predictions. ``y_pred`` may be labels ``(N,)``, binary logits ``(N, 1)`` or scores ``(N, K)``."""
-    y_pred, y_true = predicted_labels(y_pred), torch.as_tensor(y_true).long()
+    y_pred, y_true = predicted_labels(y_pred), _true_labels(y_true)
     if y_pred.shape != y_true.shape:
         raise ValueError(f"shapes differ: y_pred {tuple(y_pred.shape)} vs y_true {tuple(y_true.shape)}")
     return (y_pred == y_true).float().mean().item() if len(y_true) else float("nan")
 
 
 def confusion_matrix(y_pred, y_true, num_classes: int | None = None) -> torch.Tensor:
-    """``(K, K)`` int64 counts; row = true class, column = predicted class (scikit-learn's convention)."""
-    y_pred, y_true = predicted_labels(y_pred), torch.as_tensor(y_true).long()
+    """``(K, K)`` int64 counts; row = true class, column = predicted class (scikit-learn's convention; note
+    the argument order, predictions first as in ``accuracy``, where scikit-learn takes ``y_true`` first).
+    Labels must lie in ``0..num_classes-1``."""
+    y_pred, y_true = predicted_labels(y_pred), _true_labels(y_true)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(f"shapes differ: y_pred {tuple(y_pred.shape)} vs y_true {tuple(y_true.shape)}")
+    _check_range(y_pred, "y_pred", num_classes)
+    _check_range(y_true, "y_true", num_classes)
     if num_classes is None:
         num_classes = int(max(y_pred.max(), y_true.max())) + 1 if len(y_true) else 0
     idx = y_true * num_classes + y_pred
@@ -84,6 +125,7 @@ def _pixel_labels(pred, target) -> tuple[torch.Tensor, torch.Tensor]:
     """Flatten to per-pixel labels; scores ``(B, K, ...)`` (one more axis than ``target``) are arg-maxed over K."""
     pred, target = torch.as_tensor(pred), torch.as_tensor(target)
     if pred.ndim == target.ndim + 1:
+        _no_nan(pred, "scores")
         pred = pred.argmax(1)
     if pred.shape != target.shape:
         raise ValueError(f"pred must be labels shaped like target {tuple(target.shape)} or scores (B, K, ...), "
@@ -143,6 +185,7 @@ def average_precision_per_class(scores, target, max_pixels: int | None = None, s
     if scores.ndim != target.ndim + 1 or scores.shape[:1] + scores.shape[2:] != target.shape:
         raise ValueError(f"scores must be (B, K, ...) and target (B, ...), got {tuple(scores.shape)} and "
                          f"{tuple(target.shape)}")
+    _no_nan(scores, "scores")
     B, K = scores.shape[:2]
     per_image = scores.reshape(B, K, -1)  # (B, K, HW): a view, no copy of the scores
     labels = target.reshape(B, -1).long()  # (B, HW)

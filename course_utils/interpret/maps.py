@@ -35,27 +35,52 @@ def _resolve(model: nn.Module, layers: Sequence[nn.Module | str] | nn.Module | s
     return [model.get_submodule(l) if isinstance(l, str) else l for l in layers]
 
 
-def gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
+def gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor | None,
             layers: Sequence[nn.Module | str] | nn.Module | str) -> np.ndarray:
     """Grad-CAM maps ``(B, H, W)`` in [0, 1], one per image, for the class in ``targets``.
 
     Args:
         model: a classifier returning logits ``(B, K)``; its train/eval mode is left as it was.
         images: ``(B, C, H, W)`` input batch (as the model expects it, e.g. normalised).
-        targets: the class index whose score is explained, per image (e.g. the true class).
+        targets: the class index whose score is explained, per image (e.g. the true class), or ``None``
+            for each image's predicted class. A class outside ``0..K-1`` raises ``IndexError``.
         layers: modules or their names (``"stage3"`` or ``"stage3.1"``); with several layers the
             maps are averaged, as the package does.
     """
     from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     target_layers = _resolve(model, layers)
-    targets = [ClassifierOutputTarget(int(t)) for t in torch.as_tensor(targets).tolist()]
-    if len(targets) != len(images):
-        raise ValueError(f"{len(images)} images but {len(targets)} targets")
-    with eval_mode(model), GradCAM(model=model, target_layers=target_layers) as cam:
-        maps = cam(input_tensor=images, targets=targets)
-    return maps
+    if targets is not None:
+        classes = torch.as_tensor(targets)
+        if classes.ndim != 1 or classes.is_floating_point():
+            raise ValueError(f"targets must be one class index per image (a list or a 1-D integer tensor) or None, "
+                             f"got {classes.dtype} of shape {tuple(classes.shape)}")
+        targets = [_ClassTarget(c) for c in classes.tolist()]
+        if len(targets) != len(images):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+    # Not the package's ``with GradCAM(...)``: its __exit__ swallows an IndexError (an out-of-range class);
+    # releasing the hooks in ``finally`` lets every exception through.
+    with eval_mode(model):  # entered first: GradCAM(...) puts the model in eval mode, eval_mode restores it
+        cam = GradCAM(model=model, target_layers=target_layers)
+        try:
+            return cam(input_tensor=images, targets=targets)
+        finally:
+            cam.activations_and_grads.release()
+
+
+class _ClassTarget:
+    """The package's ``ClassifierOutputTarget``: the score of one class, from logits ``(K,)`` or ``(B, K)``;
+    a class outside ``0..K-1`` raises (a negative index would silently pick a class from the end)."""
+
+    def __init__(self, category: int):
+        self.category = int(category)
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        K = model_output.shape[-1]
+        if not 0 <= self.category < K:
+            raise IndexError(f"target class {self.category} is out of range for a model with {K} classes "
+                             f"(0..{K - 1})")
+        return model_output[self.category] if model_output.ndim == 1 else model_output[:, self.category]
 
 
 def gradcam_reference(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
