@@ -102,8 +102,9 @@ cfg
 # A plain network asks a stack of layers to learn a mapping $H(x)$. A residual block asks it to
 # learn the *residual* $F(x) = H(x) - x$ and adds the input back:
 #
-# $$ y = \operatorname{ReLU}\big(F(x, \{W_1, W_2\}) + x\big), \qquad
-#    F(x) = \operatorname{norm}(W_2 * \operatorname{ReLU}(\operatorname{norm}(W_1 * x))). $$
+# $$ y = \operatorname{ReLU}\big(F(x, \{W_1, W_2\}) + x\big), $$
+#
+# $$ F(x) = \operatorname{norm}(W_2 * \operatorname{ReLU}(\operatorname{norm}(W_1 * x))). $$
 #
 # If the best thing a block can do is nothing, it only has to drive $W_2$ towards zero, which is
 # easy; and the gradient of the loss reaches early layers through the identity paths undiminished.

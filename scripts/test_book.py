@@ -12,10 +12,23 @@ Serves ``_build/html`` on a free localhost port and drives headless Chromium (De
 - the browser logged no uncaught script error and no failed load of a local file (a 404);
 - on chapter pages: the figures of the notebook's outputs are there (as many as the notebook has
   images) and visible once scrolled to (displayed, at least 50 x 50 px, loaded);
-- the search page works: typing a word from a chapter's title into the search field and pressing Enter
-  lists results that include that chapter.
+- the mathematics is typeset, offline: on a page with math (an element of class ``math``) MathJax's
+  output (``mjx-container``) is there once its scripts ran, no ``.math`` element still shows raw
+  ``\\(`` or ``\\[``, none holds a TeX error (``mjx-merror``), and no page loads a math typesetter
+  from another host (checked in the HTML on disk too: ``remote_math``);
+- one search box: exactly one visible search control (a search field or the button that opens
+  one) outside the search page's own form;
+- at the desktop width (1280 px) the main column (``article.bd-article``) does not overflow sideways:
+  no element sticks out of it or scrolls sideways, and the page does not scroll sideways, except
+  inside code cells and cell outputs (``.cell_input``, ``.cell_output``: their scroll bars are the
+  theme's design), code blocks (``div.highlight``, ``pre``) and the margin notes the theme puts
+  beside the column on purpose (``.margin``, ``.sidenote``, ``.marginnote``, ``.full-width``);
+- the search works: on a chapter, the one search box is opened, a word from the last chapter's
+  title typed and Enter pressed; the search page lists results that include that chapter.
 
-It saves a screenshot of the first screen of each chapter (and of the home page) to ``_build/screenshots/``.
+It saves a screenshot of the first screen of every page at the desktop width (1280 x 900) and at a
+phone's (390 x 844) to ``_build/screenshots/desktop/`` and ``_build/screenshots/phone/`` (the page's
+path, ``.html`` replaced by ``.png``).
 The browser reaches no other host: every host name but localhost resolves to nothing.
 Prints one line per failed check and ends with ``N passed, M failed``; exits 1 if any check failed.
 """
@@ -37,6 +50,11 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_DIRS = {"_static", "_sources", "_images", "_downloads"}
+DESKTOP, PHONE = (1280, 900), (390, 844)
+SEARCH_TIMEOUT = 30  # seconds for the search page to list results
+# a <script src> or <link href> on another host that loads a math typesetter (MathJax, KaTeX)
+REMOTE_MATH = re.compile(r"""<(?:script|link)\b[^>]*?\b(?:src|href)\s*=\s*["']((?:https?:)?//[^"']*(?:mathjax|katex)[^"']*)""",
+                         re.I)
 ERROR_LINE = re.compile(r"^\s*(Traceback \(most recent call last\)|[A-Za-z_][\w.]*(Error|Exception): )", re.M)
 
 
@@ -81,6 +99,16 @@ def link_problem(url: str, base: str, html_root: Path) -> str | None:
 def stderr_is_error(text: str) -> bool:
     """A stderr output is an error when it holds a traceback or an 'XxxError: ...' line; warnings are not."""
     return bool(ERROR_LINE.search(text))
+
+
+def remote_math(html_text: str) -> list[str]:
+    """The URLs on other hosts a page loads a math typesetter from (the book must ship its own)."""
+    return REMOTE_MATH.findall(html_text)
+
+
+def screenshot_name(rel: Path) -> str:
+    """``chapters/01_x.html`` -> ``chapters/01_x.png`` (under desktop/ and phone/)."""
+    return rel.with_suffix(".png").as_posix()
 
 
 def is_browser_error(message: str) -> bool:
@@ -159,13 +187,38 @@ def start_browser(chromium: str, driver: str, profile_dir: str):
     return browser
 
 
-# One script per page: every fact the checks need, after the images were asked to load.
+# One script per page: every fact the checks need, after the images were asked to load and MathJax (when the
+# page loads it) finished its first typesetting. Selectors shared with the self-test in tests/test_book_checks.py.
+SEARCH_CONTROLS = "input[type=search], input[name=q], .search-button-field, .search-button"
+OVERFLOW_EXEMPT = (".cell_input, .cell_output, div.highlight, pre, .margin, .sidenote, .marginnote, .full-width, "
+                   ".tag_full-width, mjx-assistive-mml")
 _PAGE_FACTS = """
 const done = arguments[arguments.length - 1];
+const SEARCH = arguments[0], EXEMPT = arguments[1];
 const imgs = Array.from(document.images);
 imgs.forEach(img => { img.loading = 'eager'; });
-Promise.all(imgs.map(img => img.decode().catch(() => null))).then(() => {
+const typeset = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+const timeout = new Promise(resolve => setTimeout(resolve, 20000));
+Promise.all([Promise.race([typeset.catch(() => null), timeout]),
+             ...imgs.map(img => img.decode().catch(() => null))]).then(() => {
   const text = el => (el.innerText || el.textContent || '').trim();
+  const visible = el => { const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true}); };
+  const describe = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (typeof el.className === 'string' && el.className.trim() ? '.' + el.className.trim().split(/\\s+/).slice(0, 3).join('.') : '') +
+    ' "' + text(el).slice(0, 40).replace(/\\s+/g, ' ') + '"';
+  const maths = Array.from(document.querySelectorAll('.math'));
+  const column = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const c = column.getBoundingClientRect();
+  const overflow = [];
+  for (const el of column.querySelectorAll('*')) {
+    if (el.closest(EXEMPT) || overflow.some(o => o.contains(el))) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const ox = getComputedStyle(el).overflowX;
+    if (r.right > c.right + 1 || r.left < c.left - 1 ||
+        ((ox === 'auto' || ox === 'scroll') && el.scrollWidth > el.clientWidth + 1)) overflow.push(el);
+  }
   done({
     images: imgs.map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0,
                               output: !!img.closest('.cell_output'),
@@ -177,6 +230,19 @@ Promise.all(imgs.map(img => img.decode().catch(() => null))).then(() => {
     stderr: Array.from(document.querySelectorAll('.cell_output .output.stderr')).map(text),
     problems: Array.from(document.querySelectorAll('.system-message, .problematic')).map(text),
     title: text(document.querySelector('h1') || document.body).split('\\n')[0],
+    math: {elements: maths.length, typeset: document.querySelectorAll('mjx-container').length,
+           raw: maths.filter(m => /\\\\[(\\[]/.test(m.textContent)).map(m => m.textContent.trim().slice(0, 80)),
+           errors: Array.from(document.querySelectorAll('mjx-merror'))
+                     .map(e => e.getAttribute('data-mjx-error') || text(e)).slice(0, 5)},
+    search_boxes: Array.from(document.querySelectorAll(SEARCH))
+                    .filter(e => visible(e) && !e.closest('.bd-search-container') &&
+                                 !(e.matches('input') && e.closest('.search-button-field, .search-button')))
+                    .map(describe),
+    width: window.innerWidth,
+    page_overflow: document.documentElement.scrollWidth - window.innerWidth,
+    overflow: overflow.map(el => describe(el) + ' ' + Math.round(el.getBoundingClientRect().left - c.left) + '..' +
+                                 Math.round(el.getBoundingClientRect().right - c.left) + ' px of ' + Math.round(c.width)
+                                 + (el.scrollWidth > el.clientWidth + 1 ? ', scrolls ' + el.scrollWidth + ' px' : '')),
   });
 });
 """
@@ -208,7 +274,7 @@ def check_page(browser, url: str, page: Path, html_root: Path, report: Report, s
                source: Path = ROOT):
     name = str(page.relative_to(html_root))
     browser.get(url)
-    facts = browser.execute_async_script(_PAGE_FACTS)
+    facts = browser.execute_async_script(_PAGE_FACTS, SEARCH_CONTROLS, OVERFLOW_EXEMPT)
     report.check(not facts["tracebacks"], name, "error output (traceback) in a cell",
                  facts["tracebacks"][0][:200] if facts["tracebacks"] else "")
     bad_stderr = [t for t in facts["stderr"] if stderr_is_error(t)]
@@ -225,6 +291,23 @@ def check_page(browser, url: str, page: Path, html_root: Path, report: Report, s
             and is_browser_error(m)]
     report.check(not logs, name, "the browser logged errors about local files", "; ".join(logs[:3])[:300])
 
+    math = facts["math"]
+    if math["elements"]:
+        report.check(math["typeset"] > 0 and not math["raw"], name, "mathematics not typeset",
+                     f"{math['typeset']} MathJax outputs for {math['elements']} math elements; "
+                     f"{len(math['raw'])} still raw TeX" + (f": {math['raw'][0]}" if math["raw"] else ""))
+        report.check(not math["errors"], name, "TeX errors in typeset math", "; ".join(math["errors"])[:300])
+    remote = sorted({u for u in facts["resources"] if urlsplit(u).netloc != origin and re.search("mathjax|katex", u, re.I)}
+                    | set(remote_math(page.read_text(encoding="utf-8", errors="replace"))))
+    report.check(not remote, name, "math typesetter loaded from another host", ", ".join(remote)[:300])
+    report.check(len(facts["search_boxes"]) == 1, name, f"{len(facts['search_boxes'])} search boxes, not one",
+                 "; ".join(facts["search_boxes"])[:300])
+    report.check(facts["width"] != DESKTOP[0] or (not facts["overflow"] and facts["page_overflow"] <= 1), name,
+                 f"main column overflows sideways at {facts['width']} px",
+                 (f"page {facts['page_overflow']} px wider than the window; " if facts["page_overflow"] > 1 else "")
+                 + "; ".join(facts["overflow"][:4])[:400])
+    report.check(facts["width"] == DESKTOP[0], name, f"window {facts['width']} px wide, not {DESKTOP[0]}")
+
     expected = notebook_images(page, html_root, source)
     if expected is not None:  # a chapter
         figures = [i for i in facts["images"] if i["output"] and not i["hidden"]]
@@ -238,11 +321,27 @@ def check_page(browser, url: str, page: Path, html_root: Path, report: Report, s
             if not (state["shown"] and state["loaded"] and state["onscreen"] and state["w"] >= 50 and state["h"] >= 50):
                 hidden.append(f"{img.get_attribute('src').rsplit('/', 1)[-1][:16]}: {state}")
         report.check(not hidden, name, f"{len(hidden)} figure(s) not visible", "; ".join(hidden[:3]))
-        if shots is not None:
-            browser.execute_script("window.scrollTo(0, 0)")
-            time.sleep(0.2)
-            browser.save_screenshot(str(shots / f"{page.stem}.png"))
+    if shots is not None:
+        take_screenshots(browser, shots, page.relative_to(html_root))
     return facts
+
+
+def _viewport(browser, size: tuple[int, int], mobile: bool = False):
+    """Emulate a viewport of ``size`` CSS px (it stays for the pages loaded next)."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": mobile})
+
+
+def take_screenshots(browser, shots: Path, rel: Path):
+    """The first screen of the page at the desktop width, then at a phone's, under shots/desktop and shots/phone."""
+    for kind, size, mobile in (("desktop", DESKTOP, False), ("phone", PHONE, True)):
+        target = shots / kind / screenshot_name(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _viewport(browser, size, mobile)
+        browser.execute_script("window.scrollTo(0, 0)")
+        time.sleep(0.3)  # the theme lays the page out again for the new width
+        browser.save_screenshot(str(target))
+    _viewport(browser, DESKTOP)
 
 
 def check_search(browser, base: str, html_root: Path, chapters: list[Path], report: Report):
@@ -257,18 +356,30 @@ def check_search(browser, base: str, html_root: Path, chapters: list[Path], repo
     title = (html_root / page).read_text(encoding="utf-8")
     h1 = re.sub(r"<[^>]+>", " ", re.search(r"<h1[^>]*>(.*?)</h1>", title, re.S).group(1))
     word = max(re.findall(r"[A-Za-z]{4,}", h1), key=len).lower()
-    browser.get(urljoin(base, "search.html"))
-    field = next((f for f in browser.find_elements(By.CSS_SELECTOR, ".bd-search-container form.bd-search input, "
-                                                                      "form.bd-search input") if f.is_displayed()), None)
-    if not report.check(field is not None, "search.html", "no visible search field"):
+    # as a reader does: on a chapter, the page's one search box (a field, or a button that opens one)
+    browser.get(urljoin(base, page.as_posix()))
+    boxes = [b for b in browser.find_elements(By.CSS_SELECTOR, SEARCH_CONTROLS) if b.is_displayed()]
+    if not report.check(len(boxes) >= 1, str(page), "no visible search box to search with"):
         return
-    field.clear()
-    field.send_keys(word, Keys.ENTER)
+    box = boxes[0]
+    if box.tag_name != "input":
+        box.click()
+        try:
+            WebDriverWait(browser, 5, poll_frequency=0.1).until(
+                lambda b: [f for f in b.find_elements(By.CSS_SELECTOR, "input[type=search], input[name=q]")
+                           if f.is_displayed()])
+        except Exception:
+            report.check(False, str(page), "the search box opened no search field")
+            return
+        box = next(f for f in browser.find_elements(By.CSS_SELECTOR, "input[type=search], input[name=q]")
+                   if f.is_displayed())
+    box.clear()
+    box.send_keys(word, Keys.ENTER)
     try:
-        WebDriverWait(browser, 30, poll_frequency=0.25).until(
+        WebDriverWait(browser, SEARCH_TIMEOUT, poll_frequency=0.25).until(
             lambda b: b.find_elements(By.CSS_SELECTOR, "#search-results ul.search li"))
     except Exception:
-        report.check(False, "search.html", f"no results for '{word}' after 30 s")
+        report.check(False, "search.html", f"no results for '{word}' after {SEARCH_TIMEOUT} s")
         return
     hrefs = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#search-results ul.search li a")]
     report.check(any(str(page.with_suffix("")) in (h or "") for h in hrefs), "search.html",
@@ -305,21 +416,20 @@ def main(argv=None) -> int:
     start = time.monotonic()
     with Server(html_root) as server, tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         browser = start_browser(args.chromium, args.driver, profile)
+        _viewport(browser, DESKTOP)
         try:
             print(f"serving {html_root} at {server.url}; {len(all_pages)} pages, {len(chapters)} chapters", flush=True)
             for page in all_pages:
                 rel = page.relative_to(html_root)
                 t0 = time.monotonic()
-                shots = args.screenshots if rel in chapters else None
-                check_page(browser, urljoin(server.url, str(rel)), page, html_root, report, shots, args.source)
-                if rel.as_posix() == "book/intro.html":
-                    browser.save_screenshot(str(args.screenshots / "intro.png"))
+                check_page(browser, urljoin(server.url, rel.as_posix()), page, html_root, report, args.screenshots,
+                           args.source)
                 print(f"  {rel} ({time.monotonic() - t0:.1f} s)", flush=True)
             check_search(browser, server.url, html_root, chapters, report)
         finally:
             browser.quit()
-    shots = sorted(q.name for q in args.screenshots.glob("*.png"))
-    print(f"screenshots in {args.screenshots}: {', '.join(shots)}")
+    shots = sorted(q.relative_to(args.screenshots).as_posix() for q in args.screenshots.rglob("*.png"))
+    print(f"{len(shots)} screenshots in {args.screenshots} (desktop/ and phone/)")
     print(f"browser test took {time.monotonic() - start:.0f} s")
     print(f"{report.passed} passed, {len(report.failed)} failed")
     return 1 if report.failed else 0

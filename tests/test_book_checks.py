@@ -1,4 +1,10 @@
-"""The checks of scripts/test_book.py: on disk, and in headless Chromium on a tiny site with known defects."""
+"""The checks of scripts/test_book.py: on disk, and in headless Chromium on a tiny site with known defects.
+
+Each check of what the reader sees has a page that must fail it: mathematics with the typesetter removed
+(03_math_raw) or loaded from a CDN (04_math_cdn), two search boxes (05_two_search), an element wider than
+the main column (06_wide); 03_math, with the MathJax the book ships (inline, display, ``\\operatorname``,
+``aligned``, ``align`` with ``\\tag``), and 01_good, with a wide code cell, must pass them.
+"""
 
 import importlib.util
 import json
@@ -16,8 +22,20 @@ _spec = importlib.util.spec_from_file_location("test_book_script", ROOT / "scrip
 tb = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(tb)
 
-PAGE = """<!DOCTYPE html><html><head><title>{title}</title></head><body>
-<h1 id="top">{title}</h1>{body}</body></html>"""
+PAGE = """<!DOCTYPE html><html><head><title>{title}</title>{head}</head><body>
+<nav style="float:left;width:200px"><form action="{root}search.html"><input type="search" name="q"></form></nav>
+<main><article class="bd-article" style="max-width:700px;margin-left:220px">
+<h1 id="top">{title}</h1>{body}</article></main></body></html>"""
+_ext = importlib.util.spec_from_file_location("offline_mathjax", ROOT / "book" / "_ext" / "offline_mathjax.py")
+offline_mathjax = importlib.util.module_from_spec(_ext)
+_ext.loader.exec_module(offline_mathjax)
+MATH = r"""<p>inline <span class="math">\(y = \operatorname{ReLU}\big(F(x) + x\big)\)</span></p>
+<div class="math">\[\begin{aligned} a &amp;= b + c \\ d &amp;= e \end{aligned}\]</div>
+<div class="math">\[\begin{align} x &amp;= \operatorname{norm}(y) \tag{1} \end{align}\]</div>"""
+
+
+def page(title, body="", head="", root="../"):
+    return PAGE.format(title=title, body=body, head=head, root=root)
 
 
 def _notebook(path: Path, images: int):
@@ -38,12 +56,25 @@ def site(tmp_path):
     ax.plot([0, 1], [1, 0])
     fig.savefig(html / "_images" / "fig.png")
     plt.close(fig)
-    (html / "index.html").write_text(PAGE.format(title="Home", body='<a href="chapters/01_good.html">1</a>'))
-    (html / "chapters" / "01_good.html").write_text(PAGE.format(title="Good chapter", body="""
+    (html / "index.html").write_text(page("Home", '<a href="chapters/01_good.html">1</a>', root=""))
+    (html / "search.html").write_text(page("Search", '<div id="search-results"></div>', root=""))  # finds nothing
+    (html / "_static").mkdir()
+    (html / "_static" / "mathjax").symlink_to(offline_mathjax.mathjax_static_dir() / "mathjax")
+    mathjax = '<script defer src="../_static/mathjax/tex-chtml.js"></script>'
+    (html / "chapters" / "03_math.html").write_text(page("Math typeset", MATH, mathjax))
+    (html / "chapters" / "03_math_raw.html").write_text(page("Math without typesetter", MATH))
+    cdn = '<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>'
+    (html / "chapters" / "04_math_cdn.html").write_text(page("Math from a CDN", MATH, cdn))
+    (html / "chapters" / "05_two_search.html").write_text(page("Two search boxes", """
+        <p>text</p><button class="btn search-button-field">Search</button>"""))
+    (html / "chapters" / "06_wide.html").write_text(page("Wide element", """
+        <p>text</p><div style="width:1500px">a results table wider than the column</div>"""))
+    (html / "chapters" / "01_good.html").write_text(page("Good chapter", """
+        <div class="cell_input"><div class="highlight"><pre style="overflow-x:auto">x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; </pre></div></div>
         <div class="cell_output"><div class="output stderr">UserWarning: only a warning</div>
         <img src="../_images/fig.png" width="120" height="90"></div>
         <a href="../index.html#top">home</a> <a href="#top">top</a> <a href="https://example.org/">outside</a>"""))
-    (html / "chapters" / "02_bad.html").write_text(PAGE.format(title="Bad chapter", body="""
+    (html / "chapters" / "02_bad.html").write_text(page("Bad chapter", """
         <div class="cell_output"><div class="output traceback">Traceback (most recent call last): boom</div></div>
         <div class="cell_output"><div class="output stderr">ValueError: wrong shape</div></div>
         <div class="cell_output"><img src="../_images/missing.png"></div>
@@ -77,22 +108,49 @@ def test_error_outputs_and_console_messages_are_told_apart():
 
 def test_pages_and_expected_figures(site):
     html, src = site
-    assert [p.name for p in tb.pages(html)] == ["01_good.html", "02_bad.html", "index.html"]
+    assert [p.name for p in tb.pages(html)] == ["01_good.html", "02_bad.html", "03_math.html", "03_math_raw.html",
+                                                 "04_math_cdn.html", "05_two_search.html", "06_wide.html",
+                                                 "index.html", "search.html"]
     assert tb.notebook_images(html / "chapters" / "02_bad.html", html, src) == 2
     assert tb.notebook_images(html / "index.html", html, src) is None
+
+
+def test_remote_math_and_screenshot_names():
+    assert tb.remote_math('<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script>')
+    assert tb.remote_math("<link rel=stylesheet href='//cdn.example.org/katex.min.css'>")
+    assert not tb.remote_math('<script defer src="../_static/mathjax/tex-chtml.js?v=1"></script>')
+    assert not tb.remote_math('<a href="https://www.mathjax.org/">MathJax</a>')  # a link, not a load
+    assert tb.screenshot_name(Path("chapters/01_x.html")) == "chapters/01_x.png"
+
+
+def test_the_book_ships_mathjax():
+    static = offline_mathjax.mathjax_static_dir()
+    assert (static / offline_mathjax.ENTRY).is_file()
+    assert (static / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")
                          and importlib.util.find_spec("selenium")),
                     reason="needs Debian's chromium and chromium-driver, and selenium")
-def test_browser_finds_the_defects_and_passes_the_good_page(site, tmp_path, capsys):
+def test_browser_finds_the_defects_and_passes_the_good_page(site, tmp_path, capsys, monkeypatch):
     html, src = site
+    monkeypatch.setattr(tb, "SEARCH_TIMEOUT", 3)  # the tiny site's search page never lists results
     shots = tmp_path / "shots"
     assert tb.main(["--html", str(html), "--source", str(src), "--screenshots", str(shots)]) == 1
     out = capsys.readouterr().out
+    print(out)
     fails = [line for line in out.splitlines() if line.startswith("FAIL ")]
     assert not [f for f in fails if "01_good" in f], fails
     for what in ("error output (traceback)", "error in a stderr output", "unresolved reference",
                  "image(s) did not load", "broken local link", "figure(s) not visible"):
         assert any("02_bad" in f and what in f for f in fails), (what, fails)
-    assert sorted(p.name for p in shots.glob("*.png")) == ["01_good.png", "02_bad.png"]
+    assert not [f for f in fails if "03_math.html" in f], fails  # the shipped MathJax typesets all of MATH
+    for bad, what in (("03_math_raw", "mathematics not typeset"), ("04_math_cdn", "mathematics not typeset"),
+                      ("04_math_cdn", "math typesetter loaded from another host"),
+                      ("05_two_search", "2 search boxes, not one"), ("06_wide", "main column overflows sideways"),
+                      ("search.html", "no results for")):
+        assert any(bad in f and what in f for f in fails), (bad, what, fails)
+    names = [p.relative_to(html) for p in tb.pages(html)]
+    for kind in ("desktop", "phone"):
+        assert sorted(p.relative_to(shots / kind) for p in (shots / kind).rglob("*.png")) == \
+            sorted(n.with_suffix(".png") for n in names)
