@@ -102,8 +102,9 @@ def max_responses(model: nn.Module, layer_names: Sequence[str], images: torch.Te
 
 def class_selectivity(responses: torch.Tensor, labels: torch.Tensor, top: int = 50) -> torch.Tensor:
     """For each filter (column of ``responses`` ``(N, channels)``), the share of its ``top`` most exciting
-    images that belong to their most common class: 1/num_classes (balanced data) for a filter that fires on
-    anything, such as an edge detector; near 1 for a filter that fires on one kind of object part."""
+    images that belong to their most common class: for a filter that fires on anything, such as an edge
+    detector, the expected maximum of a class count drawn by chance, above 1/num_classes (about 0.17 with
+    ``top=50`` and ten balanced classes); near 1 for a filter that fires on one kind of object part."""
     labels = torch.as_tensor(labels).cpu()
     if len(labels) != len(responses) or not 1 <= top <= len(labels):
         raise ValueError(f"need one label per image ({len(responses)}) and 1 <= top <= N, got {len(labels)} labels, "
