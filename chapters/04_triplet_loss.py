@@ -28,10 +28,10 @@
 # - train an embedding with the triplet loss, alone or jointly with a classification loss;
 # - judge an embedding by retrieval (recall@1) and by pictures (PCA and t-SNE), not only by accuracy.
 #
-# The experiments follow a course assignment that fine-tuned an ImageNet ResNet-50 on CIFAR cars vs
-# airplanes. Offline, the course does the same thing with what it has: a ResNet pretrained (with
-# labels) on 8 Fashion-MNIST classes, then a binary task on the 2 classes it never saw, chosen to be
-# hard: **T-shirt/top vs Shirt**.
+# The experiments follow a course assignment that trained a pretrained ResNet-50 on CIFAR cars vs
+# airplanes, first frozen with a new head, then fine-tuned with the triplet loss. Offline, the course
+# does the same thing with what it has: a ResNet pretrained (with labels) on 8 Fashion-MNIST classes,
+# then a binary task on the 2 classes it never saw, chosen to be hard: **T-shirt/top vs Shirt**.
 
 # %%
 import importlib.util
@@ -84,7 +84,8 @@ rt = course_utils.setup(seed=0)
 # `pretrain`: the backbone's training on the 8 other classes (images per class, epochs); `task`:
 # training images per class of the binary task; `triplets`: the size of the triplet data set of part
 # two; `epochs`: epochs of every fine-tuning run; `head_epochs`: epochs of a linear head on frozen
-# features.
+# features; `test`: test images per class (1000 takes all of them); `seeds`: the seeds of every part;
+# `margin`: $\alpha$ of every triplet loss; `lr`: peak learning rate of the one-cycle fine-tuning.
 
 # %%
 cfg = course_utils.by_profile(
@@ -111,7 +112,10 @@ cfg
 # {cite}`hermans2017defense` answers this: in each batch, every image is an anchor, paired with its
 # *farthest* positive and its *nearest* negative in the batch,
 #
-# $$ L_{BH} = \frac{1}{B}\sum_{a} \max\big(\max_{p:\, y_p = y_a} d(a, p) - \min_{n:\, y_n \ne y_a} d(a, n) + \alpha,\; 0\big). $$
+# $$ L_{BH} = \frac{1}{B}\sum_{a} \max\big(\max_{p:\, y_p = y_a} d(a, p) - \min_{n:\, y_n \ne y_a} d(a, n) + \alpha,\; 0\big) $$
+#
+# (the mean is over the anchors that have a positive and a negative in the batch; in the batches of 64
+# from two classes used here that is, in practice, every anchor).
 #
 # Our `triplet_loss` equals PyTorch's `nn.TripletMarginLoss`, and `batch_hard_triplet_loss` equals a
 # brute-force loop over all anchors (`tests/test_losses.py` checks both, with gradients). Checked on
@@ -204,7 +208,8 @@ print("backbone", "loaded from" if cached else "trained and saved to", path.name
 # (sec-c18)=
 # ## Experiments
 #
-# Five ways to solve the binary task, each with the same data, backbone, epochs and seeds:
+# Seven ways to solve the binary task (the source's three parts, three batch-hard variants and a plain
+# classifier), each with the same data, backbone, epochs and seeds:
 #
 # | part | what is trained | loss |
 # |---|---|---|
@@ -212,19 +217,20 @@ print("backbone", "loaded from" if cached else "trained and saved to", path.name
 # | 2 triplets (random) | backbone + projection to a 32-d embedding, on a fixed data set of random triplets; then a linear head on the frozen embedding | triplet, then BCE |
 # | 2b triplets (batch-hard) | the same, with triplets mined inside each batch | batch-hard triplet, then BCE |
 # | 2c triplets (batch-hard, soft) | the same with the soft margin $\log(1 + e^{d_{ap} - d_{an}})$ | soft batch-hard, then BCE |
-# | 3 triplet + BCE | backbone, embedding and head together; for every image of a batch a random positive and negative from the same batch | BCE + triplet |
+# | 3 triplet + BCE | backbone, embedding and head together; $B$ random triplets drawn inside each batch (anchors drawn at random with replacement, each with a random positive and negative from the same batch) | BCE + triplet |
 # | 3b batch-hard + BCE | the same, with batch-hard triplets | BCE + batch-hard triplet |
 # | plain classifier | backbone, embedding and head together | BCE |
 #
-# Every embedding is L2-normalised, the margin is $\alpha$ = 0.2, and the fine-tuning runs use SGD with
-# a one-cycle schedule. Each run reports test accuracy, **recall@1** (for each test image, is its
-# nearest other test image in the embedding of the same class?) and the **fraction of active
-# triplets** (on a fixed set of random test triplets, how many still violate the margin).
+# Every learned embedding is L2-normalised (part 1's frozen features only when recall@1 and the active
+# triplets are computed; its head sees them raw), the margin is $\alpha$ = 0.2, and the fine-tuning runs
+# use SGD with a one-cycle schedule. Each run reports test accuracy, **recall@1** (for each test
+# image, is its nearest other test image in the embedding of the same class?) and the **fraction of
+# active triplets** (on a fixed set of random test triplets, how many still violate the margin).
 #
-# In the code, `fine_tune` is the one training loop of every part; the linear heads of parts 1 and 2 come
-# from `train_linear_head` (a `nn.Linear` trained by `fit` on frozen features), the random in-batch
-# triplets of part 3 from `in_batch_triplet_loss`, and the two scores from `metrics.recall_at_k` and
-# `metrics.active_triplet_fraction`.
+# In the code, `fine_tune` is the one training loop of every part that updates the backbone (all but
+# part 1); the linear heads of parts 1 and 2 come from `train_linear_head` (a `nn.Linear` trained by
+# `fit` on frozen features), the random in-batch triplets of part 3 from `in_batch_triplet_loss`, and
+# the two scores from `metrics.recall_at_k` and `metrics.active_triplet_fraction`.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -314,7 +320,7 @@ table
 # the interval is computed on the per-seed differences. An interval that lies entirely above (or
 # below) 0 says the difference is larger than the seed-to-seed noise can explain; one that contains 0
 # says these seeds cannot tell which way it goes. For the active triplets, lower is better. The figure
-# below draws the test-accuracy column.
+# below draws the Δ test_acc column.
 
 # %%
 base = s.loc[FROZEN]
@@ -323,7 +329,12 @@ print(f"frozen pretrained features + linear head: test acc {base['test_acc_mean'
 deltas = {part: vs_frozen[part, "test_acc"] for part in PARTS[1:]}
 for part, (d, ci) in deltas.items():
     print(f"{part}: test acc {s.loc[part, 'test_acc_mean'] * 100:.2f}, vs frozen {format_difference(d, ci)}")
-print("ranking by test accuracy:", " > ".join(s["test_acc_mean"].sort_values(ascending=False).index))
+print("order of the means (not a test):", ", ".join(s["test_acc_mean"].sort_values(ascending=False).index))
+TOP = ["3 triplet + BCE", "2 triplets (random)", "plain classifier"]  # the three best means, compared pairwise
+top_acc = {part: Arm.from_rows(runs, part, "test_acc", scale=100) for part in TOP}
+for i, first in enumerate(TOP):
+    for second in TOP[i + 1:]:
+        print(f"{first} − {second}: {format_difference(*top_acc[first].minus(top_acc[second]))} (paired by seed)")
 for part in PARTS:
     final = [c[-1] for c in runs[runs.variant == part]["curve_loss"] if c]
     if final:
@@ -349,27 +360,31 @@ fig.tight_layout()
 # The losses are not on one scale, so compare their shapes and where they end, against two landmarks:
 # a triplet loss whose embedding has **collapsed** to one point (every distance 0) equals the margin,
 # $\max(0 - 0 + \alpha, 0) = 0.2$, and a BCE whose head has nothing to separate equals
-# $\ln 2 \approx 0.693$; so does the soft margin, $\log(1 + e^{0}) = \ln 2$. The random-triplet loss
-# falls steadily below the margin; the plain classifier's BCE falls well below ln 2. The batch-hard
-# runs end at those landmarks: about 0.21 for batch-hard, about 0.69 for its soft version, and about
-# 0.69 + 0.21 = 0.90 for batch-hard + BCE (the printed final losses).
+# $\ln 2 \approx 0.693$; so does the soft margin, $\log(1 + e^{0}) = \ln 2$. The random-triplet loss is
+# below the margin from the first epoch (about 0.14) and falls steadily to 0.08; the plain classifier's
+# BCE falls well below ln 2. The batch-hard runs end at those landmarks: about 0.21 for batch-hard,
+# about 0.69 for its soft version, and about 0.69 + 0.21 = 0.90 for batch-hard + BCE (the printed final
+# losses).
 #
 # **The batch-hard runs collapsed.** Mining the hardest positive and the hardest negative of every
 # anchor, in batches of two classes that look alike (and where some shirts look more like T-shirts
 # than like other shirts), gives gradients that pull everything together faster than they push the
-# classes apart, until all embeddings sit in a tiny region of the sphere: every distance is close to
-# zero, the loss is stuck at the margin and its gradient nearly vanishes. The active-triplet column
-# shows it: 100% of the test triplets violate the margin. The collapse is not total: the PCA panels
-# below rescale each embedding to fill the plot and still show the two classes, nearest-neighbour
-# recall stays close to that of the frozen features (the neighbours are mostly right, only very
+# classes apart, until all embeddings sit in a tiny region of the sphere (the mean distance between
+# two test embeddings of the first seed, printed under the figures below, is a few hundredths for the
+# batch-hard runs against about 0.4 for random triplets) and the loss is stuck at the margin: in the
+# figure it barely moves from the second epoch on. The active-triplet column shows it: 100% of the
+# test triplets violate the margin. The collapse is not total: the PCA panels below rescale each
+# embedding to fill the plot and still show the two classes, nearest-neighbour recall stays close to that of the frozen features (the neighbours are mostly right, only very
 # close), and a linear head on the collapsed embedding (rows 2b, 2c) still separates the classes, but
 # with a lower mean than the frozen features and a large spread between seeds (one seed of 2b lost
 # about 15 points, another about 1): their intervals reach from far below 0 to above it, so three
 # seeds show that these runs are unreliable, not that they are worse on average. Hermans et al. report the same danger and train with larger batches of many
 # identities (P classes x K images) and a soft margin; with two classes the first is not available,
 # and the soft margin (row 2c) collapsed here as well. The
-# joint model with batch-hard mining shows how bad this is: its embedding is the input of its head,
-# so the head has nothing left to separate and answers at chance. Random in-batch triplets (part 3),
+# joint model with batch-hard mining shows how bad this is: its head sees only the collapsed
+# embedding, and in these few epochs it did not learn to turn differences that small into different
+# logits, so its BCE stays at ln 2 (0.90 − 0.21) and it answers at chance, although nearest neighbours
+# in the same embedding still find the right class (recall@1 81%). Random in-batch triplets (part 3),
 # the assignment's choice, do not collapse.
 #
 # ## The embeddings
@@ -378,15 +393,18 @@ fig.tight_layout()
 # that keeps neighbours together) of the test embeddings of the first seed, after each part.
 
 # %%
-panels_pca, panels_tsne = {}, {}
+panels_pca, panels_tsne, spread = {}, {}, {}
 for part in PARTS:
     z = torch.load(RUNS / f"test-embedding-{part.split()[0]}-s{cfg['seeds'][0]}.pt", weights_only=True)
     z = F.normalize(z, dim=1)
+    spread[part] = torch.pdist(z).mean().item()  # mean distance between two unit-length test embeddings
     panels_pca[part] = viz.project_2d(z, "pca")
     panels_tsne[part] = viz.project_2d(z, "tsne")
 names = ["T-shirt/top", "Shirt"]
 viz.plot_embeddings(panels_pca, y_test, names, size=2.6).suptitle("PCA", y=1.02);
 viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.02);
+print("mean distance between two test embeddings (unit length, first seed):",
+      ", ".join(f"{part} {d:.3f}" for part, d in spread.items()))
 
 # %% [markdown]
 # ## What it means
@@ -402,14 +420,16 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 # than a point and its interval reaches just below 0: three seeds do not establish it. The batch-hard
 # runs have lower means; only the joint batch-hard run (3b, at chance) is clearly worse. Which of the
 # triplet loss, the joint loss and plain BCE does best is not settled: their means lie within a point
-# of one another and their intervals against part 1 overlap widely, so the order of the means settles
+# of one another, and every paired difference between them (printed under the table) has an interval
+# containing 0 (the largest, joint − plain, is +0.7 [−1.3, +2.8]), so the order of the means settles
 # nothing.
 #
 # **What the margin does.** With unit-length embeddings, distances lie in [0, 2]. The margin sets how
 # much farther a negative must be than a positive before a triplet stops contributing; a margin of 0
-# would be satisfied by mapping every image to one point, and a margin near 2 can never be satisfied,
-# so every triplet keeps pulling and pushing. The active-triplet column shows how many test triplets
-# still violate $\alpha$ = 0.2 after training.
+# would be satisfied by mapping every image to one point, and a margin above 2 can never be satisfied
+# (one near 2 only if each class collapses to a single point, opposite the other), so every triplet
+# keeps pulling and pushing. The active-triplet column shows how many test triplets still violate
+# $\alpha$ = 0.2 after training.
 #
 # **Why easy triplets stop teaching.** A triplet that satisfies the margin has zero loss and zero
 # gradient. As training on random triplets proceeds, more of them become easy, the loss falls, and
@@ -423,8 +443,9 @@ viz.plot_embeddings(panels_tsne, y_test, names, size=2.6).suptitle("t-SNE", y=1.
 # retrieval, verification (is this the same person?), or classes that are not known at training time
 # (a new face, a new product), where a classifier's output layer has nothing to offer and distances
 # in the embedding still work. Recall@1 measures exactly that use. For a fixed, closed set of two
-# classes with enough labels, a classifier trained with BCE is as good and simpler, and the table
-# above says whether the triplet term added anything here.
+# classes with enough labels, a classifier trained with BCE is the simpler choice; here the triplet
+# term added +0.7 points [−1.3, +2.8] over plain BCE (paired on seeds, printed under the table), which
+# three seeds cannot tell from no effect.
 #
 # ## Claims tested in this chapter
 #
@@ -489,8 +510,11 @@ save_claims("04", claims);
 #    the triplet loss? And with $n = (0.5, 0)$?
 # 2. **Count triplets.** A batch has $P$ classes with $K$ images each. How many valid triplets
 #    $(a, p, n)$ does it contain, and how many does batch-hard use?
-# 3. **Change the margin.** Re-run part 2b with margins 0.05 and 1.0 (change `cfg["margin"]`). Predict
-#    first what happens to the active-triplet fraction and to recall@1.
+# 3. **Change the margin.** Re-run part 2b with margins 0.05 and 1.0. Predict first what happens to the
+#    active-triplet fraction and to recall@1. Set `cfg["margin"]` and call
+#    `run_part({"part": "2b triplets (batch-hard)"}, 1)`: re-running the experiment cell instead reruns
+#    every part for every seed, and seed 0 (the first seed) would rewrite the test embedding that the
+#    figures load.
 # 4. **Recall@k.** Compute recall@5 of the part-3 embedding. Why is recall@k never smaller than
 #    recall@1?
 # 5. **Rescue batch-hard.** Start part 2b from the embedding of part 2 (random triplets first, a
@@ -514,17 +538,18 @@ print(f"P={P}, K={K}: valid triplets P*K*(K-1)*(P-1)*K = {P * K * (K - 1) * (P -
 # **2.** Each of the $PK$ anchors has $K - 1$ positives and $(P - 1)K$ negatives: $PK(K-1)(P-1)K$
 # triplets, 63,488 for two classes of 32. Batch-hard keeps one per anchor, $PK = 64$: the hardest.
 #
-# **3.** A small margin is satisfied early: few active triplets, the loss vanishes, and the embedding
-# stops improving where the classes are barely apart. A margin of 1.0 on the unit sphere is hard to
-# satisfy for Shirts and T-shirts: most triplets stay active and keep pushing, which can spread the
-# classes further, or overfit the training images. Recall@1 decides which.
+# **3.** Not run here; the expectation, to check by re-running: a small margin is satisfied early: few
+# active triplets, the loss vanishes, and the embedding stops improving where the classes are barely
+# apart. A margin of 1.0 on the unit sphere is hard to satisfy for Shirts and T-shirts: most triplets
+# stay active and keep pushing, which can spread the classes further, or overfit the training images.
+# Recall@1 decides which. (Batch-hard collapsed at 0.2; it may collapse at either margin too.)
 #
 # **4.** Recall@k asks whether *any* of the k nearest neighbours has the right class; the nearest one
 # is among them, so every hit at k = 1 is a hit at k = 5.
 #
-# **5.** A warm-up puts the classes apart before the hardest triplets take over, so the hardest
-# positive and negative of an anchor are no longer nearly the same distance away and the gradient no
-# longer pulls everything into one point; semi-hard negatives avoid the most ambiguous images
-# altogether. Measure it: the final loss should end below the margin and the active fraction well
-# below 100%.
+# **5.** Not run here; the expectation: a warm-up puts the classes apart before the hardest triplets
+# take over, so the hardest positive and negative of an anchor are no longer nearly the same distance
+# away and the gradient no longer pulls everything into one point; semi-hard negatives avoid the most
+# ambiguous images altogether. Measure it: the final loss should end below the margin and the active
+# fraction well below 100%.
 # ```

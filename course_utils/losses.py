@@ -7,7 +7,8 @@ anchor ``a``, a positive ``p`` of the same class and a negative ``n`` of another
 
 - ``triplet_loss``: the triplet loss of Schroff, Kalenichenko & Philbin 2015 (FaceNet) on given
   triplets, identical to ``torch.nn.TripletMarginLoss``; ``sample_triplets`` draws random triplets.
-- ``in_batch_triplet_loss``: ``triplet_loss`` over one random triplet per example, drawn inside the batch.
+- ``in_batch_triplet_loss``: ``triplet_loss`` over ``B`` random triplets drawn inside the batch (anchors
+  drawn with replacement).
 - ``binary_cross_entropy``: BCE of one sigmoid output per example, with integer labels.
 - ``batch_hard_triplet_loss``: Hermans, Beyer & Leibe 2017 ("In Defense of the Triplet Loss for
   Person Re-Identification"): every example of a batch is an anchor, paired with its hardest
@@ -148,8 +149,9 @@ def sample_triplets(labels, n: int, seed: int = 0) -> torch.Tensor:
 
 def in_batch_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 1.0,
                           seed: int | None = None) -> torch.Tensor:
-    """``triplet_loss`` over one random triplet per example of a batch: ``B`` triplets drawn by
-    ``sample_triplets(labels, B, seed)`` among the ``(B, D)`` ``embeddings`` themselves.
+    """``triplet_loss`` over ``B`` random triplets of a batch (anchors drawn with replacement, so some
+    examples are anchors twice and others not at all), drawn by ``sample_triplets(labels, B, seed)`` among
+    the ``(B, D)`` ``embeddings`` themselves.
 
     With ``seed=None`` the seed is drawn from PyTorch's global generator, so each batch gets new triplets
     and a seeded run gets the same ones again. The cheap alternative to ``batch_hard_triplet_loss``: random
