@@ -214,7 +214,7 @@ def describe(c: Comparison) -> str:
     ci = c.ci95
     shown = f"[{ci[0]:+.3g}, {ci[1]:+.3g}]" if ci else "no interval"
     test = f"equivalent ±{c.margin:g}" if c.test == "equivalent" else c.test
-    size = f", {c.size} {'to' if c.size == 'similar' else 'than'} the source's {c.source_effect:+g}" if c.size else ""
+    size = f", {c.size} {'to' if c.size == 'similar' else 'than'} the source's {c.source_effect:+.3g}" if c.size else ""
     n = c.n if isinstance(c.n, int) else f"{c.n[0]}+{c.n[1]}"
     return f"{c.label}: {c.diff:+.3g} {shown} (n={n}, {test}) -> {c.verdict}{size}"
 
