@@ -122,7 +122,7 @@ cfg
 #
 # a weighted average whose weights are differentiable in $q$, so the loss can push the offsets. A
 # pixel outside the image counts as zero. The offsets themselves come from an ordinary convolution
-# applied to the same input, with the same kernel size and stride, with $2 \times 9 = 18$ output
+# applied to the same input, with the same kernel size, stride and padding, with $2 \times 9 = 18$ output
 # channels: a $(\Delta y, \Delta x)$ pair for each of the nine kernel points, at each output position.
 # Both convolutions are trained together. DCNv2
 # {cite}`zhu2019dcnv2` adds nine more output channels, squashed by a
@@ -231,8 +231,10 @@ print("values at (0.5, 1.25), (0, 2), (-0.5, 1), (1, 2.5):", bilinear_sample(img
 #
 # **What it costs.** One forward and backward pass of a regular 3x3 convolution, of torchvision's
 # deformable one, and of ours, at the shape of the second block of the CNN below (a batch of 64
-# maps of 32 channels at 14x14, best of two runs). Each deformable layer includes its offset convolution.
-# `benchmarks/bench_deform.py` measures all the chapter's shapes.
+# maps of 32 channels at 14x14, best of three runs, the first of which also warms up). Each deformable
+# layer includes its offset convolution. `benchmarks/bench_deform.py` measures the two convolutions of
+# this CNN, the last-stage convolutions of a wider pair classifier (widths 32, 64, 128), and whole
+# training steps of `TwoBlockCNN`.
 
 # %%
 import time
@@ -244,7 +246,7 @@ layers = {"regular nn.Conv2d": nn.Conv2d(32, 64, 3, padding=1, bias=False),
           "deformable, ours": DeformConv2d(32, 64, 3, padding=1, bias=False, backend="reference")}
 times = {k: float("inf") for k in layers}
 for k, layer in layers.items():
-    for _ in range(3):  # the first run warms up
+    for _ in range(3):  # best of three; the first run also warms up
         t0 = time.perf_counter()
         layer(x_b.detach().requires_grad_(True)).square().mean().backward()
         times[k] = min(times[k], time.perf_counter() - t0)
@@ -257,11 +259,12 @@ for k, t in times.items():
 # pixels and differentiate the four weights, and the offset convolution comes on top. Which of the
 # two deformable versions is faster on a CPU depends on the shape and on the cores: torchvision's CPU
 # kernel runs its sampling loops element by element, ours does the same work as a few large tensor
-# operations (`gather`, one matrix product) that the library spreads over the cores. Timed as whole
-# training steps of the models of this chapter on the course's 2-core machines, ours was the faster,
-# by 1.2x to 3x depending on the model and on the load (`benchmarks/bench_deform.py` has the
-# per-layer numbers), which is why the `cpu` profile trains with it. The two give the same results
-# up to rounding. On a GPU, torchvision's CUDA kernel is the one to use.
+# operations (`gather`, one matrix product) that the library spreads over the cores. For the single
+# layer above ours is several times faster (the printed times give the ratio); timed as whole training
+# steps of this chapter's models on the course's 2-core machines, where the other layers and the
+# optimizer also count, its advantage was 1.2x to 3x depending on the model and on the load
+# (`benchmarks/bench_deform.py` has the per-layer numbers), which is why the `cpu` profile trains with it.
+# The two give the same results up to rounding. On a GPU, torchvision's CUDA kernel is the one to use.
 #
 # (sec-c15)=
 # ## 3. Regular vs deformable CNN on distorted images
@@ -347,7 +350,7 @@ def run_cnn(config, seed):
     for name, dataset in {"train": cnn_train, **cnn_tests}.items():
         acc, loss, _ = scores(model, dataset)
         out[f"{name} acc"], out[f"{name} loss"] = acc, loss
-    if config["deformable"] and seed == cfg["seeds"][0]:
+    if config["deformable"] and not config.get("modulated") and seed == cfg["seeds"][0]:  # plain DCN only
         atomic_torch_save(model.state_dict(), RUNS / "deformable-cnn.pt")  # for the offset pictures below
     return out
 
@@ -372,8 +375,10 @@ table
 # Accuracies in percent, losses in nats, mean ± std over the seeds; Δ is deformable minus regular, the
 # difference of the means (a description, not a test). What a difference is worth is its **95%
 # confidence interval**. Both models ran with the same
-# seeds, so the same initial draw of the shared layers and the same order of the training batches; the
-# interval is therefore a t interval on the per-seed differences (`Arm.minus(..., paired=True)`).
+# seeds, so on the same training images in the same batch order. They do not start from the same
+# weights: building a deformable layer's offset convolution draws random numbers first, so the
+# shared layers get different initial draws. The differences are therefore paired by seed, and the
+# interval is a t interval on the per-seed differences (`Arm.minus(..., paired=True)`).
 # With three seeds it is wide: the mean difference ± 4.3 standard errors (the t quantile with two
 # degrees of freedom). The figure below draws it for each accuracy, with the assignment's single-run
 # difference (×) where it reported one.
@@ -630,55 +635,61 @@ viz.forest_plot(pair_rows, xlabel="deformable stage 3 − regular, accuracy (poi
 # and **inconclusive** otherwise. An inconclusive claim is not a failed one: three seeds could not tell.
 #
 # **Regular vs deformable on distorted images.** Read the figure of section 3. The two models have
-# almost the same parameters (the offset convolutions add about 5,400 to some 50,000) and start as the
-# same function, so any difference comes from where the deformable layers learn to read. In the
-# course's `cpu` runs the deformable CNN did *not* fit the distorted training set measurably better: it
-# averaged 0.7 points *below* the regular one, with a 95% interval from about −2.6 to +1.2 points that
-# three seeds cannot narrow to a sign (the assignment's +1.04 lies inside it too). At the training
-# strength the two tested the same within the declared margin of one point (+0.6, interval about +0.4
-# to +0.9); on clean images the mean difference was nil, with an interval of almost ±2 points. The one
-# clear gain was on the most strongly distorted test images: about +3.3 points, with an interval (about
-# +2 to +4.7) well clear of zero. That is not the assignment's single run (slightly better fit, the
-# same test accuracy); it is closer to what the deformable-convolution papers argue: sampling that can
-# follow the object generalises better to poses the fixed grid has not seen. Both models are small and
-# trained for a few epochs, far from fitting their training set, so "fits better" had little room to
-# show. The price is the time: the deformable CNN's fastest epochs took several times as long as the
-# regular one's (the ratio is printed in section 3; the timing cell of section 2 shows the per-layer
-# cost). Of C15's three parts, "tests about the same" and "at a higher run time" can be read off as
-# supported; "fits a little better" is left open, so the claim as a whole comes out inconclusive here.
+# almost the same parameters (the offset convolutions add about 5,400 to some 50,000) and can start as
+# the same function (section 3 checks it after copying the regular weights over), so in principle a
+# difference comes from where the deformable layers learn to read. In these runs, though, the two did
+# not start from the same weights (building the offset convolutions draws random numbers first), and the
+# seed-to-seed spread covers that. In the course's `cpu` runs the deformable CNN did *not* fit the
+# distorted training set measurably better: it averaged 0.7 points *below* the regular one, with a 95%
+# interval from about −2.6 to +1.2 points that three seeds cannot narrow to a sign (the assignment's
+# +1.04 lies inside it too). At the training strength the two tested the same within the declared margin
+# of one point (+0.6, interval about +0.4 to +0.9); on clean images the mean difference was nil, with an
+# interval of almost ±2 points. The one clear gain was on the most strongly distorted test images: about
+# +3.3 points, with an interval (about +2 to +4.7) well clear of zero. That is not the assignment's
+# single run (slightly better fit, the same test accuracy); it is closer to what the
+# deformable-convolution papers argue: sampling that can follow the object generalises better to poses
+# the fixed grid has not seen. Both models are small and trained for a few epochs, far from fitting
+# their training set, so "fits better" had little room to show. The price is the time: the deformable
+# CNN's fastest epochs took several times as long as the regular one's (the ratio is printed in section
+# 3; the timing cell of section 2 shows the per-layer cost). Of C15's three parts, "tests about the
+# same" and "at a higher run time" can be read off as supported; "fits a little better" is left open, so
+# the claim as a whole comes out inconclusive here.
 #
-# **The offsets.** The trained layers move their points by a fraction of a pixel in the first block
-# and by about two pixels of the 14x14 map (four image pixels) in the second. In the figure the 81
-# points lose the square's shape: most stay around the output position, unevenly spread, and some
-# groups jump well away from it, often towards an edge of the garment. The mean offset length
-# changes little between clean and distorted inputs: on average these layers have not learned to
+# **The offsets.** The trained layers move their points by a fraction of a pixel in the first block and
+# by about two pixels of the 14x14 map (four image pixels) in the second. In the figure the 81 points
+# lose the square's shape: most stay around the output position, unevenly spread, and in three of the
+# four images one group of nine jumps well to the left, twice past the garment onto the background. The
+# mean offset length changes little between clean and distorted inputs (block 2: 2.3 pixels on clean
+# images, 2.1 on distorted ones, if anything shorter): on average these layers have not learned to
 # "undo" each image's distortion; they reshape the receptive field and adapt it locally.
 #
 # **The pair classifier.** The unchanged pairs are the easiest (two identical channels are easy to
-# recognise). Pairs with one change were recognised better than pairs with two on average, by about
-# 10 points for the regular model (18.6 in the assignment's confusion matrix), but the gap varied so
-# much from seed to seed (a standard deviation of about 8 points) that its 95% interval runs from
-# about −9 to +30 points: three seeds do not settle it. The confusions sit where the geometry says they
-# should. A displacement on top of a rotation or a scaling is often missed: the turned or magnified copy
-# has already moved most pixels by more than the 2-4 pixels of the displacement. That is why rotation
-# and displacement + rotation are mistaken for each other in both directions and have the lowest mean
+# recognise). Pairs with one change were recognised better than pairs with two on average, by about 10
+# points for the regular model (18.6 in the assignment's confusion matrix), but the gap varied so much
+# from seed to seed (a standard deviation of about 8 points) that its 95% interval runs from about −9 to
+# +30 points: three seeds do not settle it. The confusions sit where the geometry says they should. A
+# displacement on top of a rotation or a scaling is often missed: the turned or magnified copy has
+# already moved most pixels by more than the 2-4 pixels of the displacement. That is why rotation and
+# displacement + rotation are mistaken for each other in both directions and have the lowest mean
 # accuracies here, not rotation + scaling as in the assignment. Rotation + scaling stands apart because
 # its total magnification (1.4-1.9) is larger than any other label's; a plain rotation, magnified
 # 1.22-1.37 by its crop, lies inside the range of the scaling change (1.15-1.4) and is sometimes taken
-# for one. Rotation + scaling is in fact recognised better than displacement + scaling by some 20
-# points, with an interval entirely above zero: the "hardest" part of C16 goes the other way here, and
-# with it the claim. How the assignment implemented its crop and chose its ranges decides which label is
-# hardest; the one-versus-two comparison does not depend on it. Deformable convolutions in the last
-# stage help: +4.5 test points, with an interval (about +0.5 to +8.5) clear of zero, and about +5 and
-# +4 points of training and validation accuracy. The largest mean gain per label is on plain rotations
-# (about +19 points, the label that also varies most from seed to seed; see its interval in the figure
-# of section 5): a 3x3 kernel on the 7x7 map covers most of the image, and offsets let it follow a
-# turned contour instead of a square.
+# for one. Rotation + scaling is in fact recognised better than displacement + scaling (by about 22
+# points) and than displacement + rotation (by about 27), both intervals entirely above zero: the
+# "hardest" part of C16 goes the other way here, and with it the claim. How the assignment implemented
+# its crop and chose its ranges decides which label is hardest; the one-versus-two comparison does not
+# depend on it. Deformable convolutions in the last stage help: +4.5 test points, with an interval
+# (about +0.5 to +8.5) clear of zero, and about +5 and +4 points of training and validation accuracy.
+# The largest mean gain per label is on plain rotations (about +19 points, but with an interval from
+# about −5 to +43 that three seeds cannot narrow to a sign; one reading is that a 3x3 kernel on the 7x7
+# map covers most of the image and offsets let it follow a turned contour). The only per-label gain
+# clear of zero is on displacement + scaling (+10, about +3 to +17).
 
 # %%
 # The tests below are declared from the claims' words (shared/CLAIMS.md), not from our numbers.
-# Both arms of every comparison ran with the same seeds (run_grid, same seed list: same initial weights of
-# the shared layers, same batch order), or come from the very same runs: all comparisons are paired.
+# Both arms of every comparison ran with the same seeds (run_grid, same seed list: same data, subset and batch
+# order; not the same initial weights, since building the offset convolutions draws random numbers first), or
+# come from the very same runs: all comparisons are paired by seed.
 # The budgets count full batches only (`train` drops the last incomplete one; every training set here has more
 # images than a batch).
 
@@ -801,12 +812,17 @@ print("4. 1x1 conv with padding 1:", tuple(shortcut(torch.zeros(1, 32, 14, 14)).
 # move the points.
 #
 # **4.** The output is 8x8 instead of 7x7: padding adds a ring of zeros, and with stride 2 the ring
-# adds one output row and column; the sum with the 7x7 block output fails with a shape error (and the
-# extra border would only carry zeros and the bias anyway).
+# adds one output row and column; the sum with the 7x7 block output fails with a shape error (the
+# extra first row and column carry only zeros and the bias, and the other positions sit on odd pixels,
+# one pixel off the block's even-pixel grid, so cropping would not fix it either).
 #
 # **5.** Add `"deformable (DCNv2)": {"deformable": True, "modulated": True, ...}` to the configs and
-# pass `modulated=config.get("modulated", False)` to `TwoBlockCNN` in `run_cnn`. The modulation adds
-# nine channels to each offset convolution and one multiplication per sample, so the time per epoch
-# rises a little; its masks start at 0.5, which the batch norm after each convolution absorbs. Judge
-# the accuracy change by the paired 95% interval of the difference (`Arm.minus`), not by Δ alone.
+# pass `modulated=config.get("modulated", False)` to `TwoBlockCNN` in `run_cnn`. `run_cnn` already saves
+# the weights for section 4 only for the plain deformable variant (`not config.get("modulated")`);
+# without that guard the DCNv2 run would overwrite them, and section 4 would fail to load its 27-channel
+# offset convolutions into a plain model. The modulation
+# adds nine channels to each offset convolution and one multiplication per sample, so expect the time
+# per epoch to rise a little (measure it: `fastest_epoch_seconds`); its masks start at 0.5, which the
+# batch norm after each convolution absorbs. Judge the accuracy change by the paired 95% interval of the
+# difference (`Arm.minus`), not by Δ alone.
 # ```

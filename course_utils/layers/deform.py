@@ -177,8 +177,9 @@ class DeformConv2d(nn.Module):
     Args:
         in_channels, out_channels, kernel_size, stride, padding: as for ``nn.Conv2d`` (square kernel).
         modulated: also predict a sigmoid modulation mask per kernel point (DCNv2).
-        backend: ``"torchvision"`` (``torchvision.ops.deform_conv2d``, compiled, fast) or ``"reference"``
-            (``deform_conv2d_reference`` above, the from-scratch version; same numbers, slower).
+        backend: ``"torchvision"`` (``torchvision.ops.deform_conv2d``, compiled; the one to use on a GPU) or
+            ``"reference"`` (``deform_conv2d_reference`` above, the from-scratch version; same numbers; on a
+            CPU often faster than torchvision's kernel, on a GPU much slower).
         bias: learn a bias for the main convolution (not needed before a BatchNorm).
 
     Attributes:
