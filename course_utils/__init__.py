@@ -7,7 +7,7 @@ this map lists every module and that the column matches the chapters' imports.
 
 | module | what it holds | chapters |
 |---|---|---|
-| `runtime` | `setup()` (seeds, device, profile, provenance line), `by_profile`, `get_profile`, `seed_everything` | 0, 1, 2, 3, 4, 5, 6, 7 |
+| `runtime` | `setup()` (seeds, device, profile, provenance line), `by_profile` (a `Config` shown one key per line), `get_profile`, `seed_everything` | 0, 1, 2, 3, 4, 5, 6, 7 |
 | `io` | atomic file writes: a file is absent or complete, never half-written | 1, 2, 3, 4, 5, 6, 7 |
 | `hooks` | context managers that change a model for a while and restore it: `eval_mode`, `train_mode`, `capture_output`, `forward_hooks`, `dry_run` | — |
 | `data` | find, verify and load Fashion-MNIST and the digits; seeded splits and subsets; `normalize` | 0, 1, 2, 3, 4, 5, 6, 7 |

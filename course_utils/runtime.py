@@ -41,9 +41,26 @@ def get_profile(profile: str | None = None) -> str:
     return name
 
 
+class Config(dict):
+    """A chapter's configuration: a plain ``dict`` that a notebook shows one key per line (long values wrapped),
+    so a reader sees it without scrolling sideways."""
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        import pprint
+
+        width = max(len(str(k)) for k in self) if self else 0
+        lines = []
+        for key, value in self.items():
+            text = pprint.pformat(value, width=max(40, 100 - width - 2), sort_dicts=False, compact=True)
+            lines.append(f"{str(key):<{width}}  " + text.replace("\n", "\n" + " " * (width + 2)))
+        p.text("\n".join(lines))
+
+
 def by_profile(*, smoke, cpu, gpu, profile: str | None = None):
-    """Return the value for the active profile, e.g. ``by_profile(smoke=1, cpu=8, gpu=50)``."""
-    return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[get_profile(profile)]
+    """Return the value for the active profile, e.g. ``by_profile(smoke=1, cpu=8, gpu=50)``; a ``dict`` value
+    comes back as a ``Config`` (a dict that a notebook displays one key per line)."""
+    value = {"smoke": smoke, "cpu": cpu, "gpu": gpu}[get_profile(profile)]
+    return Config(value) if type(value) is dict else value
 
 
 def seed_everything(seed: int) -> None:
@@ -112,4 +129,4 @@ def setup(seed: int = 0, profile: str | None = None, data_source: str | None = N
     return Runtime(profile=profile, device=device, seed=seed, provenance=line)
 
 
-__all__ = ["by_profile", "get_profile", "PROFILES", "Runtime", "seed_everything", "setup"]
+__all__ = ["Config", "by_profile", "get_profile", "PROFILES", "Runtime", "seed_everything", "setup"]

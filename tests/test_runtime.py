@@ -34,3 +34,21 @@ def test_setup_seeds_everything_and_prints_provenance(capsys):
     line = capsys.readouterr().out.strip()
     assert line == rt.provenance and line.startswith("profile=smoke | device=")
     assert f"course_utils {course_utils.__version__}" in line and "torch " in line and "data: test data" in line
+
+
+def test_by_profile_shows_a_config_one_key_per_line_and_stays_a_plain_dict():
+    import json
+
+    from IPython.lib.pretty import pretty
+
+    from course_utils.runtime import Config, by_profile
+
+    cfg = by_profile(smoke={}, cpu=dict(data=dict(per_class=400, epochs=4), seeds=[0, 1, 2], labels=list(range(60)),
+                                        lr=0.05), gpu={}, profile="cpu")
+    assert isinstance(cfg, Config) and isinstance(cfg, dict) and cfg["seeds"] == [0, 1, 2]
+    assert json.loads(json.dumps(cfg)) == dict(cfg)  # run_grid keys and result files see a plain dict
+    lines = pretty(cfg).splitlines()
+    assert [line.split()[0] for line in lines if not line.startswith(" ")] == ["data", "seeds", "labels", "lr"]
+    assert max(len(line) for line in lines) <= 100  # no sideways scrolling in the book
+    assert lines[0] == "data    {'per_class': 400, 'epochs': 4}"
+    assert by_profile(smoke=1, cpu=8, gpu=50, profile="cpu") == 8  # other values come back as they are
