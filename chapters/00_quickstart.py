@@ -142,10 +142,11 @@ print("features:", tuple(model.forward_features(torch.zeros(2, 1, 28, 28)).shape
 # ## Training
 #
 # `fit` is a plain loop: for each batch, forward, loss, `zero_grad`, `backward`, `step`, and a
-# learning-rate schedule step. We use SGD with Nesterov momentum and a one-cycle schedule
-# {cite}`smith2019superconvergence` (the rate rises from 1/25 of its peak for a quarter of the run,
-# then falls almost to zero; the scheduler also cycles the momentum between 0.95 and 0.85, overriding
-# the 0.9 given to SGD), and label smoothing. Passing `checkpoint=path` would save every epoch and resume after a crash.
+# learning-rate schedule step. We use SGD with Nesterov momentum and weight decay $5 \cdot 10^{-4}$,
+# a one-cycle schedule {cite}`smith2019superconvergence` (the rate rises from 1/25 of its peak for a
+# quarter of the run, then falls almost to zero; the scheduler also cycles the momentum between 0.95
+# and 0.85, overriding the 0.9 given to SGD), and label smoothing of 0.1. Passing `checkpoint=path`
+# would save every epoch and resume after a crash.
 
 # %%
 optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=0.9, nesterov=True, weight_decay=5e-4)
