@@ -207,8 +207,8 @@ viz.plot_history(main_history, metrics=("loss", "acc", "micro_f1", "macro_f1"), 
 
 # %% [markdown]
 # Micro-F1 pools every decision and equals accuracy on single-label data; macro-F1 averages the ten
-# per-class F1 scores, so it drops below accuracy when some classes (here *Shirt*) are much harder
-# than others.
+# per-class F1 scores, so it drops below accuracy when errors pile up on a few classes: after epoch 1
+# it is 66.1 against an accuracy of 70.8, while at the end the two are equal (90.60).
 #
 # ## 3. Five normalizations, one formula
 #
@@ -231,7 +231,9 @@ viz.plot_history(main_history, metrics=("loss", "acc", "micro_f1", "macro_f1"), 
 #
 # LN is GN with one group, IN is GN with one channel per group. BN keeps running estimates
 # $\hat\mu \leftarrow (1-m)\hat\mu + m\,\mu_B$ and $\hat\sigma^2 \leftarrow (1-m)\hat\sigma^2 + m\,\frac{n}{n-1}\sigma^2_B$
-# (the unbiased variance, $n = N H W$) for evaluation. BIN clips $\rho$ to $[0,1]$ after every update.
+# (the unbiased variance, $n = N H W$) for evaluation. BIN keeps $\rho$ in $[0,1]$ by clipping it (here
+# at the start of each forward pass, which gives the same values wherever the layer is used); $\rho$
+# starts at 1, pure BN.
 #
 # The figure shows which activations share one mean and variance: each cell stands for the
 # $H \times W$ plane of one sample (column) and one channel (row).
@@ -240,11 +242,13 @@ viz.plot_history(main_history, metrics=("loss", "acc", "micro_f1", "macro_f1"), 
 diagrams.plot_norm_axes();
 
 # %% [markdown]
-# The layers are in `course_utils/layers/norms.py`, about 30 lines each. They take `num_channels` first, so
+# The layers are in `course_utils/layers/norms.py`, between 15 and 55 lines each (docstrings included),
+# on a shared base class. They take `num_channels` first, so
 # any of them can be passed to `resnet6n2(norm=...)` by name or as a callable such as
 # `partial(norms.GroupNorm, num_groups=4)`. The checked cell compares each with its PyTorch
 # counterpart on the same random input (forward pass, and for BN both training and evaluation mode
-# after three updates of the running statistics). `tests/layers/test_norms.py` also compares gradients.
+# after three forward passes in training mode on batches with different means and variances).
+# `tests/layers/test_norms.py` also compares gradients.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -412,17 +416,20 @@ print("BIN gates rho after training (seed 0), mean [min, max] per stage:",
 #   as a change of seed would. So three seeds show no difference without showing that there is none
 #   to within a point: the claims section below declares that margin and gives the verdict.
 # - *No normalization* (C02) is the one variant that can fail outright: at the learning rate the
-#   normalized networks like, some seeds of the plain 14-layer ResNet end at chance level (the loss
-#   stays at $\ln 10 \approx 2.30$). Without normalization nothing stops the activations from growing
-#   from block to block, and one bad early step leaves the ReLUs dead. Normalization makes the network
+#   normalized networks like, some seeds of the plain 14-layer ResNet end at chance level (loss back
+#   at $\ln 10 \approx 2.30$; seed 1 reached 31% after epoch 2 and then collapsed). Without
+#   normalization nothing stops the activations from growing from block to block, and one bad step
+#   can leave the ReLUs dead. Normalization makes the network
 #   insensitive to the scale of its weights, so one learning rate suits every layer. An outcome that
 #   is either "trains" or "stays at chance" is a poor fit for an interval built from three values: the
-#   NN row of the figure spans tens of points.
+#   NN row of the figure spans more than a hundred points.
 # - *Among the normalizations*, the means rank the ones with batch statistics first in this short,
 #   small-data budget: BIN (whose learned gates are printed above) and BN lead, IN follows, GN and LN
-#   trail (compare the first epochs in the figure of curves). Only the intervals that stay clear of
-#   zero in the figure above are differences three seeds can vouch for; GN's seeds in particular
-#   spread over several points. IN and LN take away something BN keeps:
+#   trail (in the figure of curves BN leads from epoch 2; BIN starts slower and passes it at epoch 3).
+#   Only the intervals that stay clear of zero in the figure above are differences three seeds can
+#   vouch for, and only LN − BN (−12.8 points, [−16.1, −9.5]) does; GN's deficit (−6.4,
+#   [−24.4, +11.6]) and IN's (−3.5, [−11.1, +4.2]) are not established by three seeds. GN's seeds in
+#   particular spread over ten points. IN and LN take away something BN keeps:
 #   IN removes every channel's mean and contrast within each image, LN lets all channels of an image
 #   share one mean and variance, so a few large channels set the scale for all. GN sits between IN
 #   and LN by construction. With longer training the gaps shrink (Wu & He report GN within about half
@@ -473,19 +480,20 @@ for name in ("BN", "GN"):
           f"at batch {large} (change {bs[f'{name} b{small}'] - bs[f'{name} b{large}']:+.2f} points)")
 
 # %% [markdown]
-# **What to read from this.** In these runs BN does *not* do worse at batch 8 than at batch 128, and
-# both normalizations do better at batch 8. Two things are at work:
+# **What to read from this.** In this single seed BN is not worse at batch 8 than at 128 (+3.7 points,
+# within the 5.5-point spread that seeds alone gave BN in section 4), and GN is much better (+17.4).
+# Two things are at work:
 #
 # - *Batch 8 is not small here.* With 8 images of 28x28, each channel's statistics in the first stage
 #   are averaged over 8 x 28 x 28 = 6,272 values, and over 8 x 7 x 7 = 392 in the last stage. Wu & He
 #   see BN break at 2 images of 224x224 per GPU, where the last stage of a ResNet-50 averages over
 #   2 x 7 x 7 = 98 values, and their curves are flat down to 16 images per GPU.
-# - *Equal epochs are not equal updates.* At batch 8 the network takes 16 times as many steps per
-#   epoch as at batch 128; on a small training set and a short schedule, that dominates everything
-#   else. The fair reading is the *difference between BN and GN at each batch size*, not the change of
+# - *Equal epochs are not equal updates.* At batch 8 the network takes about 17 times as many steps
+#   per epoch as at batch 128 (150 against 9); on a small training set and a short schedule, that
+#   dominates everything else. The fair reading is the *difference between BN and GN at each batch size*, not the change of
 #   each with the batch size.
 #
-# The table has one seed per setting (the batch-8 runs are the slowest of the chapter), so C03 is
+# The table has one seed per setting in the cpu profile (the gpu profile runs three), so C03 is
 # shown with its differences but not judged: a 95% interval needs at least three seeds per arm. For
 # scale, one seed moved BN's accuracy by a few points in section 4. Small batches are also slower per
 # epoch on a CPU: the convolutions of 8 images do not keep two cores
@@ -500,16 +508,17 @@ for name in ("BN", "GN"):
 # $$ \alpha^c_k = \frac{1}{Z}\sum_{i,j} \frac{\partial y^c}{\partial A^k_{ij}}, \qquad
 #    L^c = \operatorname{ReLU}\Big(\sum_k \alpha^c_k A^k\Big). $$
 #
-# We use the `grad-cam` package through `course_utils.interpret.gradcam`, which restores the model's
-# mode and removes the package's hooks on exit, on the last stage (the 7x7 feature maps of its $2n$
-# convolutional layers, one map per block, averaged), always for the *true* class. The model is the
+# Here $Z = h\,w$ is the number of positions of the map. We use the `grad-cam` package through
+# `course_utils.interpret.maps.gradcam`, which restores the model's mode and removes the package's
+# hooks on exit, on the last stage (the 7x7 outputs of its $n = 2$ blocks, one map per block,
+# averaged), always for the *true* class. The model is the
 # best variant of section 4 (seed 0). For 7 classes we show 5 correctly and up to 5 wrongly
 # classified validation images; each title gives the predicted class.
 
 # %% [markdown]
 # Before trusting the maps, check the wrapper: on a small seeded network it agrees with Grad-CAM
-# written out from the equation (`course_utils.interpret.gradcam_reference`), and it leaves the model
-# exactly as it found it, in training mode and without hooks.
+# written out from the equation (`course_utils.interpret.maps.gradcam_reference`), and it leaves the
+# model exactly as it found it, in training mode and without hooks.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -556,13 +565,13 @@ viz.show_cams(x_val[picked], cams, titles, ncols=10);
 # construction: a single cell covers 4x4 pixels.
 #
 # **What the maps show.** For correctly classified images the evidence for the true class sits on
-# the object: the torso of T-shirts, pullovers, coats and shirts, the body of dresses, the open space
-# between the straps of sandals, the shaft and heel at the back of ankle boots. The misclassified
-# images tell more. When an ankle boot is called a sneaker, the map for *ankle boot* still sits where
-# a boot's shaft would be, but that part of this boot is low: the evidence the network looks for is
-# missing. For dresses called shirts or T-shirts, the map for *dress* often falls beside the garment,
-# on the background at its sides: the network reads a dress partly from its silhouette, and a short or
-# wide dress does not have it. Among the upper-body garments the maps for right and wrong images look
+# the object: the torso of T-shirts, pullovers, coats and shirts, and the open space above the sole of
+# sandals. Two classes are read from the background instead. For dresses, right or wrong, the map lies
+# beside the garment, on the background at its sides: the network reads a dress from its silhouette.
+# For ankle boots it lies in front of the shaft, on the empty corner above the toe; when an ankle boot
+# is called a sneaker the map is in the same place, but there this boot's low upper fills that corner,
+# so the steep front outline the network looks for is missing. Among the upper-body garments the maps
+# for right and wrong images look
 # alike (the torso): the details that separate a shirt from a T-shirt or a coat (collar, buttons,
 # sleeves) are a few pixels wide at 28x28 and span one or two cells of the 7x7 map. Remember that the
 # map shows where evidence *for the true class* is, not why the wrong class won.
@@ -647,11 +656,11 @@ viz.forest_plot(forest_rows(claims), xlabel="a − b, validation accuracy (point
 #   that it trains the same to within a point.
 # - C02: every normalized run ended above every run without normalization, and still each interval
 #   reaches below 0. A run without normalization either trains (about 50% here) or stays at chance
-#   (10%), and a t interval from three such values is tens of points wide. More seeds would settle
-#   it; so would counting failed runs instead of averaging accuracies.
-# - C03: one seed per setting, so the two differences are shown and not judged. In that seed BN did
-#   better at batch 8 than at 128, the opposite of what the claim predicts, for the reasons of
-#   section 5.
+#   (10%), and a t interval from three such values is more than a hundred points wide. More seeds
+#   would settle it; so would counting failed runs instead of averaging accuracies.
+# - C03: one seed per setting, so the two differences are shown and not judged. In that seed BN was
+#   not worse at batch 8 (+3.7, within seed noise), so it shows no sign of what the claim predicts, for the
+#   reasons of section 5.
 
 # %% [markdown]
 # ## Summary
@@ -662,8 +671,10 @@ viz.forest_plot(forest_rows(claims), xlabel="a − b, validation accuracy (point
 #   PyTorch's to float precision (section 3). Trained, our BN and PyTorch's show no difference, but
 #   three seeds leave an interval too wide to show they agree to within a point (section 4).
 # - Without normalization, the 14-layer network can fail to train at all; with any of the five it
-#   trains, and in a short budget the ones with batch statistics (BN, BIN) lead on average.
-# - At 28x28, batch 8 still gives BN thousands of values per statistic; GN's advantage at small
+#   trains, and in a short budget the ones with batch statistics (BN, BIN) lead on average, though
+#   with three seeds only their lead over LN has an interval clear of zero (section 4).
+# - At 28x28, batch 8 still gives BN hundreds to thousands of values per statistic (392 in the last
+#   stage, 6,272 in the first); GN's advantage at small
 #   batches is a property of large images and tiny per-GPU batches, and has to be measured, not
 #   assumed.
 #
@@ -673,7 +684,8 @@ viz.forest_plot(forest_rows(claims), xlabel="a − b, validation accuracy (point
 #    `stage2` and the number of weighted layers. Check with `model_summary`.
 # 2. **Write a variant.** Write `PixelNorm2d(num_channels)` that divides each pixel's channel vector by
 #    its root mean square, $y = x / \sqrt{\frac{1}{C}\sum_c x_c^2 + \epsilon}$, with the usual per-channel
-#    affine, and check it trains in `resnet6n2(1, 10, norm=PixelNorm2d)`.
+#    affine, and check it runs in `resnet6n2(1, 10, norm=PixelNorm2d)` (a finite loss after a few
+#    steps).
 # 3. **Explain a curve.** In section 4, after the first epoch, the validation loss of BN, PyTorch's BN
 #    and BIN is several times that of IN, LN and GN, although their validation accuracy is about the
 #    same. Why would a layer that uses *batch* statistics in training and *running* statistics in
