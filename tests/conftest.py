@@ -70,3 +70,14 @@ def toy_classifier():
 def no_hooks(model) -> bool:
     """True when no forward (pre-)hook is left on any submodule of ``model``."""
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def toy_segmentation(n=24, size=8):
+    """Bright squares (class 1) on a dark background (class 0): a pixel's class is readable from its value."""
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        r, c = torch.randint(0, size - 3, (2,), generator=g).tolist()
+        masks[i, r:r + 3, c:c + 3] = 1
+    images = masks[:, None].float() * 0.8 + 0.1 * torch.rand(n, 1, size, size, generator=g)
+    return images, masks

@@ -13,6 +13,7 @@ from course_utils.features import (KNNProbe, embedding_std, evaluate_segmenter, 
 from course_utils.loader import TensorLoader
 from course_utils.models.byol import BYOL
 from course_utils.models.resnet import resnet6n2
+from tests.conftest import toy_segmentation
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster
@@ -106,23 +107,12 @@ def test_recalibrate_batchnorm_replaces_running_statistics_by_those_of_the_image
     torch.testing.assert_close(bn.running_mean, stem_out.mean((0, 2, 3)))
 
 
-def toy_data(n=24, size=8):
-    """Bright squares (class 1) on a dark background (class 0): a pixel's class is readable from its value."""
-    g = torch.Generator().manual_seed(0)
-    masks = torch.zeros(n, size, size, dtype=torch.long)
-    for i in range(n):
-        r, c = torch.randint(0, size - 3, (2,), generator=g).tolist()
-        masks[i, r:r + 3, c:c + 3] = 1
-    images = masks[:, None].float() * 0.8 + 0.1 * torch.rand(n, 1, size, size, generator=g)
-    return images, masks
-
-
 def tiny_net():
     return nn.Conv2d(1, 2, 3, padding=1)  # linear: a pixel's class is a threshold on its value
 
 
 def test_predict_proba_and_evaluate():
-    images, masks = toy_data()
+    images, masks = toy_segmentation()
     model = tiny_net().train()
     p = predict_proba(model, images, batch_size=5)
     assert p.shape == (24, 2, 8, 8)

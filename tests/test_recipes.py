@@ -14,7 +14,7 @@ from course_utils.models.byol import BYOL
 from course_utils.models.resnet import resnet6n2
 from course_utils.recipes import train_byol, train_classifier, train_segmenter
 from course_utils.train import DivergenceError, History
-from tests.conftest import toy_classification, toy_classifier
+from tests.conftest import toy_classification, toy_classifier, toy_segmentation
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # these models are tiny: a second thread costs more than it saves
 
@@ -32,17 +32,6 @@ def test_train_classifier_recipe():
 
 # --------------------------------------------------------------------------------------------------
 # Segmentation: train_segmenter
-
-def toy_segmentation(n=24, size=8):
-    """Bright squares (class 1) on a dark background (class 0): a pixel's class is readable from its value."""
-    g = torch.Generator().manual_seed(0)
-    masks = torch.zeros(n, size, size, dtype=torch.long)
-    for i in range(n):
-        r, c = torch.randint(0, size - 3, (2,), generator=g).tolist()
-        masks[i, r:r + 3, c:c + 3] = 1
-    images = masks[:, None].float() * 0.8 + 0.1 * torch.rand(n, 1, size, size, generator=g)
-    return images, masks
-
 
 def seg_net():
     torch.manual_seed(0)
