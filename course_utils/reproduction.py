@@ -77,15 +77,24 @@ def _n(n) -> str:
     return f"{n} pairs" if isinstance(n, int) else f"{n[0]} + {n[1]}"
 
 
-def _comparison_row(c: dict) -> str:
+def _comparison_row(c: dict, shared_metric: bool = False) -> str:
     ci = c["ci95"]
     ours = f"{c['diff']:+.3g} [{ci[0]:+.3g}, {ci[1]:+.3g}]" if ci else f"{c['diff']:+.3g} (no interval)"
     test = (f"equivalent ±{c['margin']:g}" if c["test"] == "equivalent"
             else f"not testable: {c['reason']}" if c["test"] == "not_testable" else c["test"])
-    source = "—" if c.get("source_effect") is None else f"{c['source_effect']:+g}"
-    metric = f" ({_cell(c['metric'])})" if c.get("metric") else ""
+    source = "—" if c.get("source_effect") is None else f"{c['source_effect']:+.3g}"
+    metric = f" ({_cell(c['metric'])})" if c.get("metric") and not shared_metric else ""
     return (f"| {_cell(c['label'])}{metric} | {ours} | {_n(c['n'])} | {_cell(test)} | {source} | {c['size'] or '—'} "
             f"| {c['verdict']} |")
+
+
+def _comparison_table(comparisons: list[dict]) -> list[str]:
+    """The comparisons of one claim as a table narrow enough for the page (the metric above it when shared)."""
+    metrics = {c.get("metric", "") for c in comparisons}
+    shared = len(metrics) == 1 and "" not in metrics
+    head = [f"Metric: {_cell(metrics.pop())}.", ""] if shared else []
+    return [*head, "| a − b | ours [95% CI] | n | test | source | size | verdict |", "|---|---|---|---|---|---|---|",
+            *[_comparison_row(c, shared) for c in comparisons]]
 
 
 def _check_section(label: str, chapter_files: list[Path], cid: str) -> None:
@@ -165,9 +174,7 @@ def render_reproduction(claims_file: Path, results: Path, root: Path) -> str:
                           f"Source: {_cell(r['source']) or 'no number'}. Budget: {_budget(r['budget'])}; "
                           f"profile {r['profile']}, {r['date']}." + (f" *{_cell(r['note'])}*" if r.get("note") else ""),
                           "",
-                          "| comparison a − b | ours: mean [95% interval] | n | test | source | size | verdict |",
-                          "|---|---|---|---|---|---|---|",
-                          *[_comparison_row(x) for x in r["comparisons"]], ""]
+                          *_comparison_table(r["comparisons"]), ""]
     return "\n".join(lines + [PROTOCOL])
 
 
