@@ -4,7 +4,6 @@ GRADE_REQUIRE_SANDBOX=1 asks for the sandbox, and then they fail)."""
 
 import csv
 import importlib.util
-import json
 import os
 import subprocess
 import sys

@@ -1,19 +1,17 @@
-"""Triplet losses against PyTorch and brute-force loops; the triplet sampler's constraints and determinism."""
+"""Triplet losses against PyTorch and brute-force loops; the triplet sampler's constraints and determinism;
+segmentation losses against PyTorch, scikit-learn and hand computations."""
 
-import pytest
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from course_utils.losses import (batch_hard_triplet_loss, pairwise_distances, sample_triplets, soft_target_cross_entropy,
-                                 triplet_loss)
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from sklearn.utils.class_weight import compute_class_weight
-from course_utils.losses import class_weights_from_frequencies, dice_loss, poly1_cross_entropy, weighted_cross_entropy
+from torch import nn
+
+from course_utils.losses import (batch_hard_triplet_loss, class_weights_from_frequencies, dice_loss,
+                                 pairwise_distances, poly1_cross_entropy, sample_triplets, soft_target_cross_entropy,
+                                 triplet_loss, weighted_cross_entropy)
 
 
 def _leaves(*tensors):

@@ -1,14 +1,12 @@
-import pytest
-import torch
-from sklearn import metrics as skm
-
-from course_utils.metrics import accuracy, confusion_matrix, f1_scores, macro_f1, micro_f1
 import numpy as np
 import pytest
 import torch
+from sklearn import metrics as skm
 from sklearn.metrics import average_precision_score, jaccard_score
-from course_utils.metrics import (average_precision_per_class, iou_per_class, mean_average_precision, mean_iou,
-                                  segmentation_report, worst_group_ap)
+
+from course_utils.metrics import (accuracy, average_precision_per_class, confusion_matrix, f1_scores, iou_per_class,
+                                  macro_f1, mean_average_precision, mean_iou, micro_f1, segmentation_report,
+                                  worst_group_ap)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -8,7 +8,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
 
 from course_utils import viz  # noqa: E402
 from course_utils.train import History  # noqa: E402
