@@ -10,7 +10,7 @@ NB ?=
 DIR ?=
 GRADE_OPTS ?=
 
-.PHONY: setup data book reproduction test unit nbval execute bench sync clean help student grade test-book
+.PHONY: setup data book reproduction test unit nbval execute bench sync clean help student grade test-book dry-run gpu-check
 
 help:
 	@echo "make book     build the HTML book from the committed outputs into _build/html"
@@ -21,6 +21,8 @@ help:
 	@echo "make student  student copies of the chapters (stubs for solutions, no outputs) in _build/student"
 	@echo "make grade NB=path.ipynb | DIR=submissions/   check notebooks with nbval, in parallel, with limits"
 	@echo "make test-book   build the book and test every page in headless Chromium"
+	@echo "make dry-run  every chapter under the gpu profile's configuration, a few steps per training, on the CPU"
+	@echo "make gpu-check   the same dry run on a CUDA GPU: images/s, peak memory, projected full time"
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +73,12 @@ grade: $(STAMP) data
 
 test-book: book
 	$(PY) scripts/test_book.py
+
+dry-run: $(STAMP) data
+	$(PY) scripts/dry_run.py --profile gpu --check
+
+gpu-check: $(STAMP) data
+	timeout 600 $(PY) scripts/dry_run.py --profile gpu --device cuda --steps 5
 
 clean:
 	rm -rf _build

@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -31,6 +32,7 @@ from course_utils.hooks import eval_mode, train_mode
 from course_utils.loader import TensorLoader
 from course_utils.metrics import segmentation_report
 from course_utils.optim import sgd_one_cycle
+from course_utils.runtime import dry_run_steps
 from course_utils.train import fit
 
 
@@ -56,11 +58,18 @@ def predict(model: nn.Module, data: torch.Tensor | Iterable, *, batch_size: int 
         data: ``(N, C, H, W)`` images (uint8 are scaled to [0, 1], then ``(x - mean) / std``, in batches of
             ``batch_size``) or a loader yielding ``(x, y)`` (then ``batch_size``, ``mean``, ``std`` are unused).
         forward: what to compute from a batch, e.g. ``lambda x: model.forward_features(x).mean((2, 3))``.
+
+    Under a dry run (``COURSE_DRY_RUN``) only the first batches are computed and repeated to ``N`` rows.
     """
     forward = model if forward is None else forward
-    device = _device_of(model)
+    device, cap, outs, n = _device_of(model), dry_run_steps(), [], 0
     with eval_mode(model), torch.no_grad():
-        return torch.cat([forward(x.to(device)).float().cpu() for x, _ in _batches(data, batch_size, mean, std)])
+        for i, (x, _) in enumerate(_batches(data, batch_size, mean, std)):
+            n += len(x)
+            if cap is None or i < cap:  # a dry run computes `cap` batches and repeats them: the real shapes
+                outs.append(forward(x.to(device)).float().cpu())
+    out = torch.cat(outs)
+    return out if len(out) == n else out.repeat(-(-n // len(out)), *[1] * (out.ndim - 1))[:n]
 
 
 def pooled_features(backbone: nn.Module, data: torch.Tensor | Iterable, batch_size: int = 500,
@@ -103,7 +112,8 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
     run = model.forward_features if hasattr(model, "forward_features") else model
     try:
         with train_mode(model):
-            for x, _ in TensorLoader(images, torch.zeros(len(images)), batch_size, mean=mean, std=std):
+            loader = TensorLoader(images, torch.zeros(len(images)), batch_size, mean=mean, std=std)
+            for x, _ in itertools.islice(loader, dry_run_steps()):  # all batches, or a dry run's few
                 run(x.to(device))
     finally:
         for m, momentum in zip(norms, momenta):

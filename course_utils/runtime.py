@@ -8,6 +8,11 @@ A *profile* is one switch for the scale of every experiment:
 - ``gpu``: the full, seed-faithful settings for a student's GPU.
 
 ``COURSE_PROFILE`` selects it; when unset, ``gpu`` if CUDA is available, else ``cpu``.
+
+``setup`` also decides the one device every training runs on (``current_device``), and
+``COURSE_DRY_RUN=<steps>`` turns any profile into a *dry run*: every ``fit`` takes at most that many
+steps per epoch for at most two epochs and every evaluation reads at most that many batches, so a
+chapter's full configuration (models, shapes, data pipelines, loops, figures) is exercised in minutes.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import platform
 import random
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,42 @@ import torch
 
 PROFILES = ("smoke", "cpu", "gpu")
 _ENV_VAR = "COURSE_PROFILE"
+_DRY_RUN_VAR = "COURSE_DRY_RUN"
+_DEVICE: torch.device | None = None  # what setup chose; None before setup
+
+
+def _select_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def current_device() -> torch.device:
+    """The device ``setup`` chose for every model and training (before ``setup``: CUDA if available, else CPU)."""
+    return _DEVICE if _DEVICE is not None else _select_device()
+
+
+def place_on_device(model: torch.nn.Module) -> torch.device:
+    """Put ``model`` on ``current_device()`` (with a warning if it was elsewhere; channels-last on CUDA) and
+    return that device. ``fit`` calls it, so a training never runs on a device the provenance line does not name."""
+    target = current_device()
+    here = next(model.parameters(), torch.empty(0)).device
+    if here.type != target.type or (target.index is not None and here.index != target.index):
+        warnings.warn(f"the model was on {here}; moving it to {target}, the device course_utils.setup chose.",
+                      stacklevel=3)
+        model.to(target)
+    if target.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return next(model.parameters(), torch.empty(0, device=target)).device
+
+
+def dry_run_steps() -> int | None:
+    """``$COURSE_DRY_RUN`` as a number of steps (``None`` when unset): the cap of a dry run."""
+    value = os.environ.get(_DRY_RUN_VAR, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{_DRY_RUN_VAR} must be a positive number of steps (e.g. {_DRY_RUN_VAR}=2), got {value!r}; "
+                         f"unset it for a real run.")
+    return int(value)
 
 
 def get_profile(profile: str | None = None) -> str:
@@ -111,16 +153,22 @@ def setup(seed: int = 0, profile: str | None = None, data_source: str | None = N
     """
     import course_utils
 
+    global _DEVICE
     profile = get_profile(profile)
     seed_everything(seed)
     torch.set_flush_denormal(True)  # denormals are slow on x86 CPUs and change nothing we measure
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _DEVICE = _select_device()
+    if device.type == "cuda":  # fastest kernels for fixed shapes; the checked cells run under smoke on a CPU
+        torch.backends.cudnn.benchmark = profile != "smoke"
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     if data_source is None:
         from course_utils.data import describe_fashion_mnist_source
 
         data_source = describe_fashion_mnist_source()
+    dry = dry_run_steps()
     line = (
-        f"profile={profile} | device={_device_name(device)} | torch {torch.__version__} | "
+        f"profile={profile}{f' (dry run: {dry} steps)' if dry else ''} | device={_device_name(device)} | "
+        f"torch {torch.__version__} | "
         f"course_utils {course_utils.__version__} | commit {_git_commit()} | "
         f"{_dt.date.today().isoformat()} | data: {data_source}"
     )
@@ -129,4 +177,5 @@ def setup(seed: int = 0, profile: str | None = None, data_source: str | None = N
     return Runtime(profile=profile, device=device, seed=seed, provenance=line)
 
 
-__all__ = ["Config", "by_profile", "get_profile", "PROFILES", "Runtime", "seed_everything", "setup"]
+__all__ = ["Config", "by_profile", "current_device", "dry_run_steps", "get_profile", "place_on_device", "PROFILES",
+           "Runtime", "seed_everything", "setup"]

@@ -1,21 +1,22 @@
 """The one training loop, ``fit``, with its ``History``, ``EarlyStopping`` and ``evaluate``.
 
 ``fit`` is what a student would write by hand (``zero_grad`` / ``backward`` / ``step`` in plain sight)
-plus the three things a hand-written loop usually lacks:
+plus what a hand-written loop usually lacks:
 
 - a checkpoint written atomically after every epoch, from which ``fit`` resumes exactly;
 - early stopping on a validation metric, keeping the best weights;
-- a divergence guard: a NaN or infinite loss raises ``DivergenceError`` with the epoch and step.
+- a divergence guard: a NaN or infinite loss raises ``DivergenceError`` with the epoch and step;
+- the runtime's device for every training, mixed precision on CUDA, and the dry run's cap.
 
-What differs between kinds of training is passed in: the ``step`` (model, batch -> loss), an
-``after_step`` hook (BYOL's moving-average target) and an epoch ``monitor`` (a kNN probe, snapshots of
-predicted masks) whose values go into the epoch's record, and so into the checkpoint. The recipes that
-call ``fit`` for each kind of training are in ``recipes``; optimisers and schedules in ``optim``.
+What differs between kinds of training is passed in: the ``step`` (model, batch -> loss), an ``after_step``
+hook (BYOL's moving-average target) and an epoch ``monitor`` (a kNN probe, snapshots of predicted masks)
+whose values go into the epoch's record. The recipes that call ``fit`` are in ``recipes``.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import sys
@@ -27,9 +28,11 @@ from typing import Callable, Iterable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from course_utils.budget import count_flops, record_fit
 from course_utils.hooks import eval_mode
 from course_utils.io import atomic_torch_save
 from course_utils.metrics import accuracy, predicted_labels
+from course_utils.runtime import dry_run_steps, place_on_device
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -122,8 +125,9 @@ def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable = F.cro
     each image and its mirror."""
     device = _device_of(model)
     all_logits, all_targets, total, n = [], [], 0.0, 0
+    cap = dry_run_steps()
     with eval_mode(model):
-        for x, y in loader:
+        for x, y in itertools.islice(loader, cap) if cap else loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits = model(x)
             if tta_flip:
@@ -177,13 +181,27 @@ def _load_checkpoint(path, model, optimizer, scheduler, early_stopping) -> tuple
     return state["epoch"], History(**state["history"])
 
 
+def _step_and_backward(step, model, batch, optimizer, use_amp, amp_dtype, scaler):
+    """``step`` under autocast (if ``use_amp``), then, if its loss is finite, fresh (scaled) gradients of it."""
+    with torch.autocast(_device_of(model).type, dtype=amp_dtype, enabled=use_amp):
+        out = step(model, batch)
+    loss = out[0] if isinstance(out, tuple) else out
+    if math.isfinite(loss.item()):
+        optimizer.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    return out
+
+
 def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, optimizer: torch.optim.Optimizer,
         scheduler=None, scheduler_interval: str = "step", loss_fn: Callable = F.cross_entropy,
         step: Callable | None = None, after_step: Callable | None = None, monitor: Callable | None = None,
         monitor_before: bool = False, metrics: dict[str, Metric] | None = None,
         checkpoint: str | os.PathLike | None = None, early_stopping: EarlyStopping | None = None,
-        progress: bool | None = None, verbose: bool = True) -> History:
+        progress: bool | None = None, verbose: bool = True, amp: bool | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs and return its ``History``.
+
+    It trains on the device ``setup`` chose (``runtime.place_on_device``); on CUDA in channels-last and mixed
+    precision. A dry run (``COURSE_DRY_RUN``) caps it; ``COURSE_BUDGET_FILE`` records its FLOPs (``budget``).
 
     Args:
         train_loader, val_loader: iterables of batches of tensors (``(x, y)``); a loader with ``set_epoch``
@@ -202,6 +220,7 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
         early_stopping: an ``EarlyStopping`` on a key of the records.
         progress: tqdm progress bars; ``None`` shows them except under the smoke profile, CI or COURSE_PROGRESS=0.
         verbose: print one summary line per epoch.
+        amp: mixed precision (float16 with a gradient scaler on CUDA, bfloat16 on a CPU); default on CUDA only.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -209,7 +228,12 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
         raise ValueError(f"scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
     metrics = ({"acc": accuracy} if step is None else {}) if metrics is None else metrics
     step = supervised_step(loss_fn) if step is None else step
-    device = _device_of(model)
+    device = place_on_device(model)
+    use_amp, amp_dtype = (device.type == "cuda") if amp is None else amp, torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler(device.type) if use_amp and amp_dtype == torch.float16 else None
+    cap, ledger = dry_run_steps(), os.environ.get("COURSE_BUDGET_FILE")
+    flops, timed, planned_steps = None, [], epochs * len(train_loader) if ledger else 0
+    epochs = min(epochs, 2) if cap else epochs
     history, start = History(), 0
     if checkpoint is not None and Path(checkpoint).exists():
         start, history = _load_checkpoint(checkpoint, model, optimizer, scheduler, early_stopping)
@@ -230,9 +254,14 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
         batches = tqdm(train_loader, desc=f"epoch {epoch}/{epochs}", leave=False, file=sys.stdout) if show else train_loader
         t0, total_loss, n, logged = time.perf_counter(), 0.0, 0, {}
         preds, targets = [], []
-        for i, batch in enumerate(batches, 1):
+        for i, batch in enumerate(itertools.islice(batches, cap) if cap else batches, 1):
             batch = [t.to(device, non_blocking=True) for t in batch]
-            out = step(model, batch)
+            t_step = time.perf_counter()
+            args = (step, model, batch, optimizer, use_amp, amp_dtype, scaler)
+            if ledger and flops is None:  # count one step of the run, forward and backward
+                out, flops = count_flops(lambda: _step_and_backward(*args))
+            else:
+                out = _step_and_backward(*args)
             loss, outputs = out if isinstance(out, tuple) else (out, None)
             value = loss.item()
             if not math.isfinite(value):
@@ -240,9 +269,12 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
                     f"The training loss became {value} at epoch {epoch}, step {i}. The run diverged: lower the "
                     f"learning rate (now {optimizer.param_groups[0]['lr']:.3g}), add a warm-up, normalisation or "
                     f"gradient clipping, and check the inputs.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            timed.append(time.perf_counter() - t_step)
             if scheduler is not None and scheduler_interval == "step":
                 scheduler.step()
             if after_step is not None:
@@ -285,6 +317,9 @@ def fit(model: torch.nn.Module, train_loader, val_loader=None, *, epochs: int, o
             break
     if early_stopping is not None and early_stopping.restore_best and early_stopping.best_state is not None:
         model.load_state_dict(early_stopping.best_state)
+    if ledger and flops is not None:
+        record_fit(flops, planned_steps, getattr(train_loader, "batch_size", 0) or 0,
+                   sum(timed[1:]) / len(timed[1:]) if len(timed) > 1 else None, ledger)
     return history
 
 

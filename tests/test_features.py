@@ -203,3 +203,18 @@ def test_train_linear_head_separates_clusters_reproducibly_and_is_fit_on_a_linea
     before = binary.weight.clone()
     tuned = train_linear_head(x, yb, 1, epochs=1, lr=0.1, seed=0, loss_fn=binary_cross_entropy, init=binary)
     assert torch.equal(binary.weight, before) and not torch.equal(tuned.weight, before)
+
+
+def test_predict_under_a_dry_run_computes_few_batches_and_keeps_the_shape(monkeypatch):
+    from torch import nn
+
+    calls = []
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    images = torch.rand(23, 1, 4, 4)
+    full = predict(model, images, batch_size=5)
+    monkeypatch.setenv("COURSE_DRY_RUN", "2")
+    calls.clear()
+    dry = predict(model, images, batch_size=5)
+    assert dry.shape == full.shape == (23, 3) and calls == [5, 5]
+    assert torch.equal(dry[:10], full[:10]) and torch.equal(dry[10:20], full[:10])  # the computed rows, repeated

@@ -75,3 +75,33 @@ def test_checksums_are_written_the_same_everywhere():
     assert listed == FASHION_SHA256
     page = (ROOT / "book/datasets.md").read_text()
     assert all(f"`{name}` | `{sha}`" in page.replace("  |", " |") for name, sha in FASHION_SHA256.items())
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_stops_with_a_message_when_pip_fails(path, monkeypatch):
+    """On Colab the first cell installs course_utils; if pip fails, the reader gets what to do, not a traceback."""
+    import importlib.util
+    import subprocess
+
+    first = _src(_code(json.loads(path.read_text()))[0])
+    first = first.split("\nimport torch", 1)[0]  # the install part; the rest needs torch only
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)  # as on a fresh Colab runtime
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 1, "", "Collecting course_utils\nERROR: Repository not found."))
+    with pytest.raises(SystemExit) as stop:
+        exec(compile(first, path.name, "exec"), {})
+    message = str(stop.value)
+    assert "Could not install course_utils from https://" in message and "ERROR: Repository not found." in message
+    assert "Setup page" in message and "pip install -e" in message
+
+
+def test_every_configuration_cell_prints_its_budget():
+    from course_utils.budget import load_budgets
+
+    budgets = load_budgets()
+    for path in NOTEBOOKS:
+        ch = path.name[:2]
+        cfg = next(_src(c) for c in _code(json.loads(path.read_text())) if "by_profile(" in _src(c))
+        assert f'print(estimate_line("{ch}"))' in cfg, f"{path.name}: the configuration cell must print its budget"
+        assert {"smoke", "cpu", "gpu"} <= set(budgets.get(ch, {}).get("flops", {})), (
+            f"course_utils/budgets.json lacks chapter {ch}: python scripts/dry_run.py {ch} --profile <p> --update")

@@ -229,3 +229,75 @@ def test_snapshots_hook_looks_in_mid_training_without_changing_the_run():
     assert sorted(snaps.values) == [3, 8]  # after the 3rd and 8th steps (of 12); the 999th never came
     assert all(torch.equal(a, b) for a, b in zip(snaps.values[8], every[7]))
     assert with_snaps.training and all(m.training for m in with_snaps.modules())
+
+
+def test_fit_trains_on_the_device_the_runtime_chose(monkeypatch):
+    """fit asks runtime.place_on_device for its device, and trains there; here the runtime's device is the CPU,
+    and the move itself is tested in test_runtime with a simulated second device."""
+    import course_utils.train as train
+
+    calls = []
+
+    def spy(model):
+        calls.append(next(model.parameters()).device)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(train, "place_on_device", spy)
+    x, y = toy_classification()
+    model = toy_classifier()
+    fit(model, TensorLoader(x, y, 16), None, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        progress=False, verbose=False)
+    assert calls == [torch.device("cpu")]
+
+
+def test_mixed_precision_is_off_on_a_cpu_by_default_and_changes_the_run_when_asked():
+    def run(amp):
+        torch.manual_seed(0)
+        x, y = toy_classification()
+        model = toy_classifier()
+        h = fit(model, TensorLoader(x, y, 16, shuffle=True), None, epochs=2, amp=amp, progress=False, verbose=False,
+                optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+        return model.state_dict(), h
+
+    default, h_default = run(None)
+    off, _ = run(False)
+    on, h_on = run(True)  # bfloat16 autocast on a CPU: the same loop, in lower precision
+    assert all(torch.equal(default[k], off[k]) for k in default)
+    assert not all(torch.equal(default[k], on[k]) for k in default)
+    assert math.isfinite(h_on.last["train_loss"]) and h_on.last["train_loss"] < h_on.records[0]["train_loss"] * 1.5
+    assert all(v.dtype == torch.float32 for v in on.values() if v.is_floating_point())  # weights stay float32
+
+
+def test_dry_run_caps_steps_epochs_and_evaluation(monkeypatch):
+    monkeypatch.setenv("COURSE_DRY_RUN", "2")
+    x, y = toy_classification()
+    model = toy_classifier()
+    steps, seen = [], []
+
+    class Counting(TensorLoader):
+        def __iter__(self):
+            for batch in super().__iter__():
+                seen.append(len(batch[1]))
+                yield batch
+
+    h = fit(model, TensorLoader(x, y, 8), Counting(x, y, 8), epochs=5, after_step=lambda m, i: steps.append(i),
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False, verbose=False)
+    assert len(h) == 2 and len(steps) == 4  # two epochs of two steps, though the loader has more batches
+    assert len(seen) == 2 * 2  # each of the two evaluations read two batches
+    assert len(evaluate(model, Counting(x, y, 8)).targets) == 16
+
+
+def test_budget_ledger_records_the_counted_flops_of_the_full_run(monkeypatch, tmp_path):
+    from course_utils.budget import read_ledger
+
+    monkeypatch.setenv("COURSE_BUDGET_FILE", str(tmp_path / "ledger.json"))
+    monkeypatch.setenv("COURSE_DRY_RUN", "3")
+    x, y = toy_classification()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 5, bias=False))
+    loader = TensorLoader(x, y % 5, 8)
+    fit(model, loader, None, epochs=7, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False,
+        verbose=False, metrics={})
+    (rec,) = read_ledger(tmp_path / "ledger.json")
+    # forward x @ W.T: 2*B*D*K; backward: only the weight's gradient (the input needs none), another 2*B*D*K
+    assert rec["flops_per_step"] == 4 * 8 * x[0].numel() * 5
+    assert rec["steps"] == 7 * len(loader) and rec["images_per_step"] == 8 and rec["seconds_per_step"] > 0
