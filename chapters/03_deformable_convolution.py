@@ -28,11 +28,13 @@
 # - write the deformable convolution as bilinear sampling followed by a matrix product, and prove it
 #   equal to `torchvision.ops.deform_conv2d`, gradients included;
 # - explain how the offsets are predicted, why they start at zero, and what DCNv2's modulation adds;
-# - compare a regular and a deformable CNN fairly (same data, schedule and seeds; accuracy, loss and
-#   time as mean ± std, each difference with its 95% interval) on clean and distorted test images;
-# - draw the learned sampling points over images;
+# - compare a regular and a deformable CNN fairly (same data, schedule, seeds and initial weights;
+#   accuracy, loss and time as mean ± std, each difference with its 95% interval) on clean and distorted
+#   test images, at several training budgets;
+# - draw the learned sampling points over images, and test whether they follow each image's known
+#   rotation and magnification;
 # - build a residual classifier of image pairs, explain its 1x1-convolution shortcuts, and read its
-#   confusion matrix by the number of changes.
+#   confusion matrix by the number of changes, and check a gain against a regular model of the same size.
 #
 # The experiments follow a course assignment that compared a regular and a deformable CNN, and then
 # trained a classifier of (original, changed) image pairs with seven labels. Here both run on
@@ -58,6 +60,7 @@ import copy
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy import stats
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from torch import nn
 from torchvision.ops import deform_conv2d
@@ -66,11 +69,11 @@ import course_utils
 from course_utils import data, experiments, metrics, viz
 from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, save_claims
 from course_utils.intervals import format_difference
-from course_utils.datasets.pairs import PAIR_CHANGES, PAIR_LABELS, distort, make_pairs
+from course_utils.datasets.pairs import PAIR_CHANGES, PAIR_LABELS, distort, distortion_params, make_pairs
 from course_utils.io import atomic_torch_save
 from course_utils.loader import TensorLoader
-from course_utils.layers.deform import DeformConv2d, bilinear_sample, deform_conv2d_reference
-from course_utils.models.deform_nets import PairClassifier, TwoBlockCNN
+from course_utils.layers.deform import DeformConv2d, affine_scale_angle, bilinear_sample, deform_conv2d_reference
+from course_utils.models.deform_nets import PairClassifier, TwoBlockCNN, grid_affines
 from course_utils.summary import count_parameters
 from course_utils.optim import OPTIMIZERS
 from course_utils.train import evaluate, fit
@@ -81,8 +84,9 @@ rt = course_utils.setup(seed=0)
 # %% [markdown]
 # ## Configuration
 #
-# `cnn`: training images per class (10 classes) and test images per class for the regular-vs-
-# deformable comparison; `pair`: pairs *per label* (7 labels) for training, validation and test of
+# `cnn`: training images per class (10 classes), test images per class and the training budgets
+# (epochs; each budget is a separate run with its own schedule; section 3 says at which the claim is judged)
+# for the regular-vs-deformable comparison; `pair`: pairs *per label* (7 labels) for training, validation and test of
 # the pair classifier. `optim` and `lr`: SGD with a one-cycle schedule on the CPU; the `gpu` profile
 # uses the assignment's settings (Adam at 1e-4, batch 32, 20 epochs). `backend` chooses which
 # implementation of the deformable convolution trains the models; both compute the same numbers
@@ -90,11 +94,11 @@ rt = course_utils.setup(seed=0)
 
 # %%
 cfg = course_utils.by_profile(
-    smoke=dict(cnn=dict(per_class=40, test_per_class=10, epochs=1), pair=dict(train=40, val=10, test=10, epochs=1),
+    smoke=dict(cnn=dict(per_class=40, test_per_class=10, epochs=[1, 2]), pair=dict(train=40, val=10, test=10, epochs=1),
                seeds=[0], batch=64, optim="sgd", lr=0.05, backend="reference"),
-    cpu=dict(cnn=dict(per_class=400, test_per_class=200, epochs=4), pair=dict(train=500, val=150, test=300, epochs=5),
+    cpu=dict(cnn=dict(per_class=200, test_per_class=200, epochs=[3, 8, 20]), pair=dict(train=500, val=150, test=300, epochs=5),
              seeds=[0, 1, 2], batch=64, optim="sgd", lr=0.05, backend="reference"),
-    gpu=dict(cnn=dict(per_class=6000, test_per_class=1000, epochs=20), pair=dict(train=4000, val=600, test=600, epochs=20),
+    gpu=dict(cnn=dict(per_class=6000, test_per_class=1000, epochs=[5, 10, 20]), pair=dict(train=4000, val=600, test=600, epochs=20),
              seeds=[0, 1, 2], batch=32, optim="adam", lr=1e-4, backend="torchvision"),
 )
 cfg
@@ -257,14 +261,13 @@ for k, t in times.items():
 # A deformable layer costs several times a regular one: bilinear reads are scattered in memory where a
 # regular convolution reads neighbours, the backward pass has to distribute every gradient to four
 # pixels and differentiate the four weights, and the offset convolution comes on top. Which of the
-# two deformable versions is faster on a CPU depends on the shape and on the cores: torchvision's CPU
-# kernel runs its sampling loops element by element, ours does the same work as a few large tensor
-# operations (`gather`, one matrix product) that the library spreads over the cores. For the single
-# layer above ours is several times faster (the printed times give the ratio); timed as whole training
-# steps of this chapter's models on the course's 2-core machines, where the other layers and the
-# optimizer also count, its advantage was 1.2x to 3x depending on the model and on the load
-# (`benchmarks/bench_deform.py` has the per-layer numbers), which is why the `cpu` profile trains with it.
-# The two give the same results up to rounding. On a GPU, torchvision's CUDA kernel is the one to use.
+# two deformable versions is faster on a CPU depends on the shape, on the cores and on what else the
+# machine is doing: torchvision's CPU kernel runs its sampling loops element by element, ours does the
+# same work as a few large tensor operations (`gather`, one matrix product) that the library spreads
+# over the cores. The printed times are one measurement on a shared machine; run the cell again and
+# they move. `benchmarks/bench_deform.py` times both at several shapes and as whole training steps of
+# this chapter's models; on the course's 2-core machines ours has been the faster of the two there,
+# which is why the `cpu` profile trains with it. The two give the same results up to rounding. On a GPU, torchvision's CUDA kernel is the one to use.
 #
 # (sec-c15)=
 # ## 3. Regular vs deformable CNN on distorted images
@@ -305,24 +308,35 @@ viz.show_images(show, [k.split()[0] if i % 8 == 0 else "" for k in cnn_tests for
 # 32 and 64 channels, then one linear layer over the 64 x 7 x 7 features. `deformable=True` replaces
 # both convolutions by `DeformConv2d` and changes nothing else; the only new parameters are those of
 # the two offset convolutions.
+#
+# A fair comparison starts both models from the same weights. `DeformConv2d` builds its offset
+# convolution without drawing random numbers (its zeros need none) and draws its own weights exactly as
+# `nn.Conv2d` does, in the same order; so under one seed the two CNNs start from identical weights in
+# every layer they share, with nothing copied. Runs paired by seed are then paired in their data, their
+# batch order *and* their initial weights.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-regular, deformable = TwoBlockCNN(), TwoBlockCNN(deformable=True)
+course_utils.runtime.seed_everything(0)
+regular = TwoBlockCNN()
+course_utils.runtime.seed_everything(0)
+deformable = TwoBlockCNN(deformable=True)
 print(f"TwoBlockCNN regular:    {count_parameters(regular):,} parameters")
 print(f"TwoBlockCNN deformable: {count_parameters(deformable):,} parameters "
       f"(offset convs: {count_parameters(deformable.block1[0].offset_conv):,} + "
       f"{count_parameters(deformable.block2[0].offset_conv):,})")
-deformable.load_state_dict(regular.state_dict(), strict=False)  # same weights, offset convs still zero
+print("built under the same seed, every shared weight identical (nothing copied):",
+      all(torch.equal(deformable.state_dict()[k], v) for k, v in regular.state_dict().items()))
 probe = torch.randn(4, 1, 28, 28)
 print("at initialisation the deformable CNN equals the regular one:",
       torch.allclose(deformable.eval()(probe), regular.eval()(probe), atol=1e-5))
 print("output shape:", tuple(regular(probe).shape))
 
 # %% [markdown]
-# Each run trains one model with one seed and reports, on the training set and the three test sets,
-# accuracy and mean cross-entropy (both measured in evaluation mode after training), and the mean
-# wall time of a training epoch. `experiments.run_grid` keeps each finished run on disk, so an
+# Each run trains one model with one seed for one budget and reports, on the training set and the three
+# test sets, accuracy and mean cross-entropy (both measured in evaluation mode after training), and the
+# mean wall time of a training epoch. The budgets are separate runs, each with its own one-cycle schedule
+# (not snapshots of one long run). `experiments.run_grid` keeps each finished run on disk, so an
 # interrupted run of this notebook resumes.
 
 # %%
@@ -345,60 +359,125 @@ def scores(model, dataset):
 def run_cnn(config, seed):
     course_utils.runtime.seed_everything(seed)
     model = TwoBlockCNN(deformable=config["deformable"], backend=cfg["backend"])
-    history = train(model, cnn_train, None, cfg["cnn"]["epochs"], seed)
+    history = train(model, cnn_train, None, config["epochs"], seed)
     out = {"epoch_seconds": float(np.mean(history["seconds"])), "fastest_epoch_seconds": float(min(history["seconds"]))}
     for name, dataset in {"train": cnn_train, **cnn_tests}.items():
         acc, loss, _ = scores(model, dataset)
         out[f"{name} acc"], out[f"{name} loss"] = acc, loss
-    if config["deformable"] and not config.get("modulated") and seed == cfg["seeds"][0]:  # plain DCN only
-        atomic_torch_save(model.state_dict(), RUNS / "deformable-cnn.pt")  # for the offset pictures below
+    if config["deformable"] and not config.get("modulated") and config["epochs"] == max(BUDGETS):  # plain DCN only
+        atomic_torch_save(model.state_dict(), RUNS / f"deformable-cnn-s{seed}.pt")  # for section 4
     return out
 
 
-cnn_runs = experiments.run_grid(
-    {name: {"deformable": name == "deformable", **cfg["cnn"], "optim": cfg["optim"], "lr": cfg["lr"]}
-     for name in ("regular", "deformable")}, cfg["seeds"], run_cnn, cache_dir=RUNS)
+BUDGETS = cfg["cnn"]["epochs"]
+cnn_configs = {f"{name}, {epochs} ep": {"deformable": name == "deformable", "per_class": cfg["cnn"]["per_class"],
+                                        "test_per_class": cfg["cnn"]["test_per_class"], "epochs": epochs,
+                                        "optim": cfg["optim"], "lr": cfg["lr"]}
+               for epochs in BUDGETS for name in ("regular", "deformable")}
+cnn_runs = experiments.run_grid(cnn_configs, cfg["seeds"], run_cnn, cache_dir=RUNS)
+cnn_runs["model"] = [v.split(",")[0] for v in cnn_runs["variant"]]
+cnn_runs["epochs"] = [cnn_configs[v]["epochs"] for v in cnn_runs["variant"]]
+# C15 is judged at the largest budget at which neither model fits all its training images (mean training
+# accuracy below 99.5%): at 100% a difference in fitting cannot show (a rule on the arms' levels, not on their gap).
+fit_level = cnn_runs.groupby(["epochs", "model"])["train acc"].mean().unstack().max(axis=1)
+JUDGED = max([e for e in BUDGETS if fit_level[e] < 0.995] or [min(BUDGETS)])
+print(f"mean training accuracy of the better-fitting model by budget: {(100 * fit_level).round(2).to_dict()}; "
+      f"C15 is judged at {JUDGED} epochs")
 
 # %%
 ACC = ["train acc", "clean acc", "distorted acc", "strongly distorted acc"]
 LOSS = ["train loss", "distorted loss"]
-cnn_summary = experiments.summarize(cnn_runs, ACC + LOSS + ["epoch_seconds"], baseline="regular")
+judged = cnn_runs[cnn_runs["epochs"] == JUDGED].assign(variant=cnn_runs["model"])  # variant: regular / deformable
+print(f"at the judged budget, {JUDGED} epochs:")
+cnn_summary = experiments.summarize(judged, ACC + LOSS + ["epoch_seconds"], baseline="regular")
 table = experiments.format_mean_std(cnn_summary, ACC)
 table = table.join(experiments.format_mean_std(cnn_summary, LOSS, scale=1.0, digits=3).drop(columns="seeds"))
 table["s / epoch"] = [f"{m:.1f} ± {s:.1f}" if not np.isnan(s) else f"{m:.1f}"
                       for m, s in zip(cnn_summary["epoch_seconds_mean"], cnn_summary["epoch_seconds_std"])]
-fastest = cnn_runs.groupby("variant", sort=False)["fastest_epoch_seconds"].min()
+fastest = judged.groupby("variant", sort=False)["fastest_epoch_seconds"].min()
 table["fastest epoch (s)"] = [f"{fastest[v]:.1f}" for v in table.index]
 table
 
 # %% [markdown]
 # Accuracies in percent, losses in nats, mean ± std over the seeds; Δ is deformable minus regular, the
 # difference of the means (a description, not a test). What a difference is worth is its **95%
-# confidence interval**. Both models ran with the same
-# seeds, so on the same training images in the same batch order. They do not start from the same
-# weights: building a deformable layer's offset convolution draws random numbers first, so the
-# shared layers get different initial draws. The differences are therefore paired by seed, and the
-# interval is a t interval on the per-seed differences (`Arm.minus(..., paired=True)`).
+# confidence interval**. Both models ran with the same seeds, so on the same training images in the
+# same batch order, from the same initial weights in every shared layer (checked above). The
+# differences are therefore paired by seed, and the interval is a t interval on the per-seed
+# differences (`Arm.minus(..., paired=True)`).
 # With three seeds it is wide: the mean difference ± 4.3 standard errors (the t quantile with two
 # degrees of freedom). The figure below draws it for each accuracy, with the assignment's single-run
 # difference (×) where it reported one.
 #
 # On a machine shared with other work, the mean wall time of an epoch depends on what else runs at the
-# time; the fastest epoch of a run is the steadier measure of its cost. The table shows the fastest of
-# all runs of a variant; the claim at the end of the chapter compares the runs' fastest epochs seed by seed.
+# time; the fastest epoch of a run is the steadier measure of its cost, though not immune: in the run
+# lines above, the 3-epoch runs of the regular CNN, trained while the machine was busy, have fastest
+# epochs over ten times as long as its 8- and 20-epoch runs. Times are therefore compared at one budget
+# only, the judged one. The table shows the fastest of all runs of a variant there; the claim at the end
+# of the chapter compares the runs' fastest epochs seed by seed.
 
 # %%
 SOURCE_CNN = {"train acc": 1.04, "distorted acc": 0.0}  # the assignment's one run: 90.03 − 88.99 train, 72 − 72 test
 cnn_rows = []
 for col in ACC:
-    diff, ci = Arm.from_rows(cnn_runs, "deformable", col, scale=100).minus(
-        Arm.from_rows(cnn_runs, "regular", col, scale=100), paired=True)
+    diff, ci = Arm.from_rows(judged, "deformable", col, scale=100).minus(
+        Arm.from_rows(judged, "regular", col, scale=100), paired=True)
     print(f"{col:<24} deformable - regular, points (95% interval): {format_difference(diff, ci)}")
     cnn_rows.append({"label": col, "diff": diff, "ci95": ci, "source": SOURCE_CNN.get(col)})
 time_ratio = fastest["deformable"] / fastest["regular"]
 print(f"time per epoch (fastest epochs): deformable / regular = {time_ratio:.1f}x")
 viz.forest_plot(cnn_rows, xlabel="deformable − regular, accuracy (points)",
-                title="TwoBlockCNN on distorted Fashion-MNIST: mean difference and 95% interval");
+                title=f"TwoBlockCNN, {JUDGED} epochs: mean difference and 95% interval");
+
+# %% [markdown]
+# **Against the budget.** Does "fits a little better" depend on how long the models train? The same
+# comparison at every budget: training accuracy (the distorted training images, in evaluation mode)
+# and accuracy on the distorted test images, and the paired difference with its 95% interval. The gap
+# between the solid and the dashed lines of a model is how much it fits its training images beyond
+# what carries over to new ones.
+
+# %%
+budget_rows = []
+for epochs in BUDGETS:
+    at = cnn_runs[cnn_runs["epochs"] == epochs].assign(variant=cnn_runs["model"])
+    for col, scale in (("train acc", 100), ("distorted acc", 100), ("train loss", 1)):
+        dfm, reg = (Arm.from_rows(at, m, col, scale=scale) for m in ("deformable", "regular"))
+        diff, ci = dfm.minus(reg, paired=True)
+        budget_rows.append({"epochs": epochs, "metric": col, "regular": np.mean(reg.values),
+                            "deformable": np.mean(dfm.values), "diff": diff, "ci95": ci})
+        digits = 2 if scale == 100 else 4
+        print(f"{epochs:>3} epochs, {col:<14} regular {np.mean(reg.values):6.{digits}f}, deformable "
+              f"{np.mean(dfm.values):6.{digits}f}; deformable - regular {format_difference(diff, ci, digits)}")
+budget_table = pd.DataFrame(budget_rows)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+for col, style in (("train acc", "-"), ("distorted acc", "--")):
+    rows = budget_table[budget_table["metric"] == col]
+    for i, m in enumerate(("regular", "deformable")):
+        axes[0].plot(rows["epochs"], rows[m], style, marker="o", color=f"C{i}", label=f"{m}, {col}")
+    ci = np.array([c if c is not None else (np.nan, np.nan) for c in rows["ci95"]])
+    err = np.abs(ci.T - rows["diff"].to_numpy())
+    axes[1].errorbar(rows["epochs"], rows["diff"], yerr=err, fmt=style + "o", capsize=3, label=col)
+axes[0].set(xlabel="epochs (budget)", ylabel="accuracy (%)", title="mean over seeds")
+axes[1].axhline(0, color="grey", lw=0.8)
+axes[1].set(xlabel="epochs (budget)", ylabel="deformable − regular (points)", title="paired difference, 95% interval")
+for ax in axes:
+    ax.set_xticks(BUDGETS)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+fig.tight_layout()
+
+# %% [markdown]
+# **What the budgets show.** In the course's `cpu` runs both models fitted their 2,000 training images
+# completely at 20 epochs (100.00% each), so there the training accuracy has no room left for a
+# difference, and the claim is judged at 8 epochs, the largest budget at which neither model is at the
+# ceiling. There the deformable CNN fitted its training images *less* well on average (92.70% against
+# 94.80%, −2.10 points, interval −6.25 to +2.05), and at 3 epochs the two were level (−0.53, −2.70 to
+# +1.64): at no budget did "fits a little better" show. The training loss says the same at 20 epochs
+# (0.0125 against 0.0090, the deformable one slightly higher). On the distorted test images the order
+# is reversed and grows with the budget: −0.25 points at 3 epochs, +1.23 at 8 (interval −1.19 to
+# +3.66), +2.13 at 20 (+0.30 to +3.96). Past 8 epochs both models over-fit: their test accuracy falls
+# while the training accuracy reaches 100%, and the regular CNN falls further (74.05% to 72.63%,
+# against 75.28% to 74.77%).
 
 # %% [markdown]
 # ## 4. Where the deformable CNN reads
@@ -408,12 +487,13 @@ viz.forest_plot(cnn_rows, xlabel="deformable − regular, accuracy (points)",
 # nine points on the 14x14 map each fall in a 2x2 pooling window of the first block's output, whose
 # own nine points read the image, so $9 \times 9 = 81$ points in the image. Top row: the regular
 # grid (what the untrained model, or the regular CNN, reads); bottom row: the trained deformable CNN
-# of the first seed, on the same distorted test images. The cross is the output position.
+# of the first seed (largest budget), on the same distorted test images. The cross is the output position.
 
 # %%
-trained = TwoBlockCNN(deformable=True, backend=cfg["backend"])
-trained.load_state_dict(torch.load(RUNS / "deformable-cnn.pt", map_location="cpu", weights_only=True))
-trained.eval()
+trained = {}
+for seed in cfg["seeds"]:  # the deformable CNN of each seed at the largest budget, saved by run_cnn
+    trained[seed] = TwoBlockCNN(deformable=True, backend=cfg["backend"]).eval()
+    trained[seed].load_state_dict(torch.load(RUNS / f"deformable-cnn-s{seed}.pt", map_location="cpu", weights_only=True))
 untrained = TwoBlockCNN(deformable=True, backend=cfg["backend"]).eval()
 
 
@@ -432,7 +512,7 @@ ROW, COL = 7, 7
 examples = cnn_tests["distorted"][0][[0, 3, 5, 9]]
 fig, axes = plt.subplots(2, len(examples), figsize=(2.2 * len(examples), 4.6))
 for j, image in enumerate(examples):
-    for i, (title, model) in enumerate((("regular grid", untrained), ("learned", trained))):
+    for i, (title, model) in enumerate((("regular grid", untrained), ("learned", trained[cfg["seeds"][0]]))):
         pts = composed_points(model, image, ROW, COL)
         ax = axes[i, j]
         ax.imshow(image[0], cmap="gray")
@@ -444,21 +524,67 @@ for j, image in enumerate(examples):
 fig.tight_layout()
 
 # %% [markdown]
-# How far do the trained offsets move the points, and does that depend on how distorted the input
-# is? The mean length of the offsets of each layer, over all kernel points and positions of 200 test
-# images:
+# **Do the offsets undo the distortion?** Every distorted test image was rotated by a known angle and
+# magnified by a known zoom (`distortion_params` recomputes both from the seed that `distort` used). A
+# layer that undid the distortion would spread its grid by the image's zoom and turn it by the image's
+# angle: the map from the regular grid to its sampling points would be zoom x rotation(angle)
+# (`tests/datasets/test_pairs.py` checks this convention on warped blobs). For each image and each layer,
+# `grid_affines` fits that 2x2 map by least squares, at every output position over its nine points
+# (each position's own shift removed), pooled over the positions on the garment (pixels above a quarter
+# of full brightness; for block 2, the 2x2 windows that touch one). `affine_scale_angle` reads the map's
+# scale $\sqrt{|\det A|}$ and rotation angle. Over the distorted test images, for each seed's
+# trained model: the mean learned scale and angle, their Pearson correlation $r$ with the true log
+# zoom and angle (95% interval from `scipy.stats.pearsonr`), and the slope of the least-squares line
+# (1 would mean the grid follows the distortion fully, 0 not at all).
 
 # %%
-with torch.no_grad():
-    rows = []
-    for name, (images, _) in cnn_tests.items():
-        x = (images[:200].float() / 255 - NORMALIZE["mean"]) / NORMALIZE["std"]
-        o1, _ = trained.block1[0].offsets(x)
-        o2, _ = trained.block2[0].offsets(trained.block1(x))
-        length = lambda o: o.reshape(len(o), 9, 2, *o.shape[-2:]).norm(dim=2).mean().item()  # noqa: E731
-        rows.append({"test set": name, "block 1 (pixels)": round(length(o1), 3),
-                     "block 2 (pixels of the 14x14 map)": round(length(o2), 3)})
-pd.DataFrame(rows).set_index("test set")
+true = distortion_params(len(test_idx), STRENGTH, seed=2)  # what distort(..., seed=2) did to each test image
+images = cnn_tests["distorted"][0]
+x_dist = (images.float() / 255 - NORMALIZE["mean"]) / NORMALIZE["std"]
+on_garment = (images[:, 0] > 64).float()  # (N, 28, 28)
+fit_rows, fits = [], {}
+for seed in cfg["seeds"]:
+    for layer, A in grid_affines(trained[seed], x_dist, on_garment).items():
+        scale, angle = affine_scale_angle(A)
+        fits[seed, layer] = {"scale": scale.log2(), "angle": angle.rad2deg()}
+        for what, learned, known in (("scale", scale.log2(), true["zoom"].log2()),
+                                     ("angle", angle.rad2deg(), true["angle"].rad2deg())):
+            r = stats.pearsonr(known.numpy(), learned.numpy())
+            lo, hi = r.confidence_interval(0.95)
+            fit_rows.append({"seed": seed, "layer": layer, "quantity": what,
+                             "learned mean ± std": f"{learned.mean():.3f} ± {learned.std():.3f}",
+                             "r [95% interval]": f"{r.statistic:+.3f} [{lo:+.3f}, {hi:+.3f}]",
+                             "slope": round(stats.linregress(known.numpy(), learned.numpy()).slope, 3),
+                             "r": r.statistic, "ci95": (lo, hi)})
+fit_table = pd.DataFrame(fit_rows)
+print(f"{len(images)} distorted test images; scale as log2 (0 = the regular grid's spread), angle in degrees")
+fit_table.drop(columns=["r", "ci95"]).set_index(["seed", "layer", "quantity"])
+
+# %%
+seed0 = cfg["seeds"][0]
+fig, axes = plt.subplots(2, 2, figsize=(7.5, 5.8))
+for i, layer in enumerate(("block1", "block2")):
+    for j, (what, known, unit) in enumerate((("scale", true["zoom"].log2(), "log2"), ("angle", true["angle"].rad2deg(), "deg"))):
+        ax = axes[i, j]
+        ax.scatter(known, fits[seed0, layer][what], s=3, alpha=0.3)
+        r = fit_table.query("seed == @seed0 and layer == @layer and quantity == @what")["r"].item()
+        ax.set(xlabel=f"true {what} of the image ({unit})", ylabel=f"learned {what} ({unit})",
+               title=f"{layer}, seed {seed0}: r = {r:+.2f}")
+        ax.grid(alpha=0.3)
+fig.tight_layout()
+
+# %% [markdown]
+# **What it shows: the grids do not follow the distortion.** In every seed and both layers the
+# correlation between the learned and the true scale or angle is close to zero: $|r| < 0.1$ in all twelve
+# rows, with signs that change from seed to seed (block 2's scale: +0.098, +0.089 and −0.053), and
+# slopes between −0.274 and +0.521 where following the distortion fully would give 1. Small intervals that exclude zero come from the 2,000 images, not from a relation
+# that matters: an $r$ of 0.1 explains 1% of the variance. What the layers do learn is the same for every
+# image and differs between seeds: the second block draws its grid together (mean log2 scale −0.47,
+# −1.54 and −0.79, i.e. to 72%, 34% and 58% of the regular spread) and turns it by a seed-specific angle
+# (−15, +5 and +22 degrees on average). The offsets reshape each layer's receptive field once, plus
+# local changes from position to position; undoing each image's rotation and magnification is not what
+# these small networks learned. (A mean offset length could not have told these apart: a grid that
+# shrinks the same way on every image moves its points as far as one that follows each image.)
 
 # %% [markdown]
 # (sec-c16)=
@@ -512,13 +638,20 @@ viz.show_images(pair_train[0][first].transpose(0, 1).reshape(14, 1, 28, 28),
 # block's. It is a learned linear mixing of the channels at each pixel, the cheapest layer that can
 # change the channel count. `deformable_last_stage=True` makes the two 3x3 convolutions of stage 3
 # deformable.
+#
+# The offset convolutions add parameters, so a deformable model that wins might win by its size
+# alone. A third model answers that: the regular classifier with a wider stage 3 (74 channels instead
+# of 64), which has as many parameters as the deformable one (within 0.2%).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-WIDTHS = (16, 32, 64)
+WIDTHS, WIDE = (16, 32, 64), (16, 32, 74)
 pc, pc_def = PairClassifier(widths=WIDTHS), PairClassifier(widths=WIDTHS, deformable_last_stage=True)
-print(f"PairClassifier:                    {count_parameters(pc):,} parameters")
+pc_wide = PairClassifier(widths=WIDE)
+print(f"PairClassifier:                     {count_parameters(pc):,} parameters")
 print(f"PairClassifier, deformable stage 3: {count_parameters(pc_def):,} parameters")
+print(f"PairClassifier, wider stage 3 (74): {count_parameters(pc_wide):,} parameters "
+      f"({count_parameters(pc_wide) / count_parameters(pc_def) - 1:+.1%} vs the deformable one)")
 for name in ("stage1", "stage2", "stage3"):
     sc = getattr(pc, name)[0].shortcut
     print(f"{name} shortcut:", "identity" if isinstance(sc, nn.Identity) else
@@ -540,10 +673,10 @@ def run_pairs(config, seed):
             "test_preds": preds.tolist()}
 
 
-PAIR_VARIANTS = {"regular": False, "deformable stage 3": True}
+PAIR_VARIANTS = {"regular": (WIDTHS, False), "deformable stage 3": (WIDTHS, True), "regular, wider": (WIDE, False)}
 pair_runs = experiments.run_grid(
-    {name: {"deformable_last_stage": d, "widths": list(WIDTHS), **cfg["pair"], "optim": cfg["optim"], "lr": cfg["lr"]}
-     for name, d in PAIR_VARIANTS.items()}, cfg["seeds"], run_pairs, cache_dir=RUNS)
+    {name: {"deformable_last_stage": d, "widths": list(w), **cfg["pair"], "optim": cfg["optim"], "lr": cfg["lr"]}
+     for name, (w, d) in PAIR_VARIANTS.items()}, cfg["seeds"], run_pairs, cache_dir=RUNS)
 
 # %%
 y_pair_test = pair_test[1]
@@ -579,13 +712,13 @@ fig.tight_layout()
 
 # %% [markdown]
 # **Confusion matrices** of the test pairs (scikit-learn's `confusion_matrix`, rows the true label,
-# summed over the seeds and normalised per row), for both variants:
+# summed over the seeds and normalised per row), for the regular and the deformable classifier:
 
 # %%
 short = ["none", "disp", "rot", "scale", "disp+rot", "disp+scale", "rot+scale"]
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
 cms = {}
-for ax, name in zip(axes, PAIR_VARIANTS):
+for ax, name in zip(axes, ("regular", "deformable stage 3")):
     preds = [p for p in pair_runs[pair_runs.variant == name]["test_preds"]]
     cm = sum(sk_confusion_matrix(y_pair_test.numpy(), np.array(p), labels=range(7)) for p in preds)
     assert (cm == sum(metrics.confusion_matrix(torch.tensor(p), y_pair_test, 7).numpy() for p in preds)).all()
@@ -605,7 +738,9 @@ per_class
 # Per-label test accuracy and accuracy by the number of changes (0, 1 or 2), percent, mean ± std
 # over the seeds. Below, for each model, one change against two as a paired 95% interval (the same
 # runs give both accuracies), the label with the lowest mean accuracy, and a figure of the deformable
-# model minus the regular one, overall and per label, each with its paired 95% interval.
+# model minus the regular one, overall and per label, and minus the parameter-matched wider one,
+# each with its paired 95% interval (all three models ran with the same seeds, so on the same pairs
+# in the same order; the deformable and the regular one also from the same initial weights).
 
 # %%
 ps = experiments.summarize(pair_runs, cols)
@@ -616,13 +751,15 @@ for name in PAIR_VARIANTS:
           f"(difference and 95% interval {format_difference(*one.minus(two, paired=True))}); "
           f"hardest label: {hardest[name]}")
 pair_rows = []
-for col in PAIR_ACC + [f"acc {l}" for l in PAIR_LABELS]:
-    diff, ci = Arm.from_rows(pair_runs, "deformable stage 3", col, scale=100).minus(
-        Arm.from_rows(pair_runs, "regular", col, scale=100), paired=True)
-    pair_rows.append({"label": col if col in PAIR_ACC else f"test acc: {col.removeprefix('acc ')}", "diff": diff, "ci95": ci})
-    if col == "test acc":
-        print(f"deformable stage 3 - regular: test acc, points (95% interval): {format_difference(diff, ci)}")
-viz.forest_plot(pair_rows, xlabel="deformable stage 3 − regular, accuracy (points)",
+for other, cols in (("regular", PAIR_ACC + [f"acc {l}" for l in PAIR_LABELS]), ("regular, wider", PAIR_ACC)):
+    for col in cols:
+        diff, ci = Arm.from_rows(pair_runs, "deformable stage 3", col, scale=100).minus(
+            Arm.from_rows(pair_runs, other, col, scale=100), paired=True)
+        shown = col if col in PAIR_ACC else f"test acc: {col.removeprefix('acc ')}"
+        pair_rows.append({"label": shown if other == "regular" else f"{shown} (vs wider)", "diff": diff, "ci95": ci})
+        if col in PAIR_ACC:
+            print(f"deformable stage 3 - {other}: {col}, points (95% interval): {format_difference(diff, ci)}")
+viz.forest_plot(pair_rows, xlabel="deformable stage 3 − regular (or wider regular), accuracy (points)",
                 title="pair classifier: mean difference and 95% interval");
 
 # %% [markdown]
@@ -634,61 +771,62 @@ viz.forest_plot(pair_rows, xlabel="deformable stage 3 − regular, accuracy (poi
 # a claim is **contradicted** when the interval lies entirely on the other side (or outside the margin),
 # and **inconclusive** otherwise. An inconclusive claim is not a failed one: three seeds could not tell.
 #
-# **Regular vs deformable on distorted images.** Read the figure of section 3. The two models have
-# almost the same parameters (the offset convolutions add about 5,400 to some 50,000) and can start as
-# the same function (section 3 checks it after copying the regular weights over), so in principle a
-# difference comes from where the deformable layers learn to read. In these runs, though, the two did
-# not start from the same weights (building the offset convolutions draws random numbers first), and the
-# seed-to-seed spread covers that. In the course's `cpu` runs the deformable CNN did *not* fit the
-# distorted training set measurably better: it averaged 0.7 points *below* the regular one, with a 95%
-# interval from about −2.6 to +1.2 points that three seeds cannot narrow to a sign (the assignment's
-# +1.04 lies inside it too). At the training strength the two tested the same within the declared margin
-# of one point (+0.6, interval about +0.4 to +0.9); on clean images the mean difference was nil, with an
-# interval of almost ±2 points. The one clear gain was on the most strongly distorted test images: about
-# +3.3 points, with an interval (about +2 to +4.7) well clear of zero. That is not the assignment's
-# single run (slightly better fit, the same test accuracy); it is closer to what the
-# deformable-convolution papers argue: sampling that can follow the object generalises better to poses
-# the fixed grid has not seen. Both models are small and trained for a few epochs, far from fitting
-# their training set, so "fits better" had little room to show. The price is the time: the deformable
-# CNN's fastest epochs took several times as long as the regular one's (the ratio is printed in section
-# 3; the timing cell of section 2 shows the per-layer cost). Of C15's three parts, "tests about the
-# same" and "at a higher run time" can be read off as supported; "fits a little better" is left open, so
-# the claim as a whole comes out inconclusive here.
+# **Regular vs deformable on distorted images.** The two models have almost the same parameters (the
+# offset convolutions add 5,382 to 50,282) and, under one seed, start from identical weights in every
+# shared layer (section 3 checks it, nothing copied), with the same images in the same order: a
+# difference between them comes from where the deformable layers learn to read. C15 is judged at 8
+# epochs, the largest budget at which neither model fits all of its 2,000 training images (at 20 epochs
+# both reach 100.00%). "Fits a little better" did not show at any budget: at 8 epochs the deformable
+# CNN's training accuracy was 2.10 points *below* the regular one's, with a 95% interval from −6.25 to
+# +2.05 that three seeds cannot narrow to a sign (the assignment's +1.04 lies inside it too), and at 3
+# epochs the two were level. "Tests about the same" within the declared margin of one point is not
+# settled either: +1.23 points on the distorted test images, interval −1.19 to +3.66, which reaches
+# past the margin; at 20 epochs the gain was +2.13 (+0.30 to +3.96), already mostly outside it. The
+# clear gain at 8 epochs is on the most strongly distorted test images: +3.47 points, with an interval
+# (+2.84 to +4.09) well clear of zero. That is not the assignment's single run (slightly better fit, the
+# same test accuracy); it is closer to what the deformable-convolution papers argue: sampling that can
+# adapt generalises better to poses the fixed grid has not seen, here more as the models over-fit. The
+# price is the time: the deformable CNN's fastest epochs took 4.5 times as long as the regular one's
+# (+1.68 s per epoch, interval +1.55 to +1.80), so "at a higher run time" is supported. With one part
+# supported and two inconclusive, the claim as a whole comes out **inconclusive** here.
 #
-# **The offsets.** The trained layers move their points by a fraction of a pixel in the first block and
-# by about two pixels of the 14x14 map (four image pixels) in the second. In the figure the 81 points
-# lose the square's shape: most stay around the output position, unevenly spread, and in three of the
-# four images one group of nine jumps well to the left, twice past the garment onto the background. The
-# mean offset length changes little between clean and distorted inputs (block 2: 2.3 pixels on clean
-# images, 2.1 on distorted ones, if anything shorter): on average these layers have not learned to
-# "undo" each image's distortion; they reshape the receptive field and adapt it locally.
+# **The offsets.** The trained layers do not undo each image's distortion. Across the 2,000 distorted test
+# images, the scale and angle of each layer's fitted grid correlate with the image's true zoom and angle
+# by $|r| < 0.1$ in every seed and layer, with signs that change from seed to seed. What they learn is a
+# fixed reshaping of the receptive field, different in each seed (block 2 draws its grid to 34%-72% of
+# the regular spread and turns it by −15 to +22 degrees on average), plus local changes from position to
+# position, which the 81 points of the figure show as an uneven, partly shifted cloud.
 #
 # **The pair classifier.** The unchanged pairs are the easiest (two identical channels are easy to
-# recognise). Pairs with one change were recognised better than pairs with two on average, by about 10
+# recognise). Pairs with one change were recognised better than pairs with two on average, by 10.33
 # points for the regular model (18.6 in the assignment's confusion matrix), but the gap varied so much
-# from seed to seed (a standard deviation of about 8 points) that its 95% interval runs from about −9 to
-# +30 points: three seeds do not settle it. The confusions sit where the geometry says they should. A
-# displacement on top of a rotation or a scaling is often missed: the turned or magnified copy has
-# already moved most pixels by more than the 2-4 pixels of the displacement. That is why rotation and
-# displacement + rotation are mistaken for each other in both directions and have the lowest mean
-# accuracies here, not rotation + scaling as in the assignment. Rotation + scaling stands apart because
-# its total magnification (1.4-1.9) is larger than any other label's; a plain rotation, magnified
-# 1.22-1.37 by its crop, lies inside the range of the scaling change (1.15-1.4) and is sometimes taken
-# for one. Rotation + scaling is in fact recognised better than displacement + scaling (by about 22
-# points) and than displacement + rotation (by about 27), both intervals entirely above zero: the
-# "hardest" part of C16 goes the other way here, and with it the claim. How the assignment implemented
-# its crop and chose its ranges decides which label is hardest; the one-versus-two comparison does not
-# depend on it. Deformable convolutions in the last stage help: +4.5 test points, with an interval
-# (about +0.5 to +8.5) clear of zero, and about +5 and +4 points of training and validation accuracy.
-# The largest mean gain per label is on plain rotations (about +19 points, but with an interval from
-# about −5 to +43 that three seeds cannot narrow to a sign; one reading is that a 3x3 kernel on the 7x7
-# map covers most of the image and offsets let it follow a turned contour). The only per-label gain
-# clear of zero is on displacement + scaling (+10, about +3 to +17).
+# from seed to seed that its 95% interval runs from −9.12 to +29.79 points: three seeds do not settle it.
+# The confusions sit where the geometry says they should. A displacement on top of a rotation or a
+# scaling is often missed: the turned or magnified copy has already moved most pixels by more than the
+# 2-4 pixels of the displacement. That is why rotation and displacement + rotation are mistaken for each
+# other in both directions (203 and 195 of the regular model's test pairs, summed over seeds) and have
+# the lowest mean accuracies here (64.33% and 64.67%), not rotation + scaling as in the assignment.
+# Rotation + scaling stands apart because its total magnification (1.4-1.9) is larger than any other
+# label's; a plain rotation, magnified 1.22-1.37 by its crop, lies inside the range of the scaling
+# change (1.15-1.4) and is sometimes taken for one. Rotation + scaling is in fact recognised better than
+# displacement + scaling (by 21.8 points) and than displacement + rotation (by 27.4), both intervals
+# entirely above zero: the "hardest" part of C16 goes the other way here, and with it the claim, which
+# stays **contradicted**. How the assignment implemented its crop and chose its ranges decides which
+# label is hardest; the one-versus-two comparison does not depend on it.
+#
+# Deformable convolutions in the last stage help, and not by their size: +4.67 test points over the
+# regular classifier (interval +1.13 to +8.20) and +4.10 over the wider regular one with as many
+# parameters (+2.75 to +5.44), whose own gain over the regular one was small (84.17% against 83.60% test
+# accuracy). The largest mean gain per label is on plain rotations (64.33% to 83.67%), then on
+# displacement + scaling (70.33% to 79.44%); one reading is that a 3x3 kernel on the 7x7 map covers most
+# of the image and offsets let it follow a turned contour. (The classifiers' "train acc" is the running
+# accuracy during the last epoch, in training mode, which is why it can sit below the validation
+# accuracy, as for the regular model: 82.55% against 83.30%.)
 
 # %%
 # The tests below are declared from the claims' words (shared/CLAIMS.md), not from our numbers.
 # Both arms of every comparison ran with the same seeds (run_grid, same seed list: same data, subset and batch
-# order; not the same initial weights, since building the offset convolutions draws random numbers first), or
+# order, and for regular vs deformable the same initial weights in every shared layer, checked in section 3), or
 # come from the very same runs: all comparisons are paired by seed.
 # The budgets count full batches only (`train` drops the last incomplete one; every training set here has more
 # images than a batch).
@@ -699,29 +837,44 @@ viz.forest_plot(pair_rows, xlabel="deformable stage 3 − regular, accuracy (poi
 # "a little better", so a gap of a point is no longer "the same" (1 point is also 20 of the 2,000 test images
 # of the cpu profile). "At a higher run time": the fastest epoch of each run, greater. The assignment timed
 # whole runs on its own GPU (10:04 vs 9:16), not seconds per epoch on our machine, so its effect is not on our
-# scale: it is kept as a ratio in `extra`, beside ours.
+# scale: it is kept as a ratio in `extra`, beside ours. Judged at JUDGED (section 3: the largest budget at which
+# neither model fits all its training images); every budget's differences, and how the learned grids relate to
+# each image's distortion (section 4), are kept in `extra`.
+fit_block2 = fit_table[fit_table["layer"] == "block2"]
 c15 = Claim(
     "C15", "A deformable CNN fits training data a little better and tests about the same, at a higher run time",
     source=("deformable − regular: train +1.04 (90.03 vs 88.99), test 0.00 (72 vs 72) accuracy points; "
             "run time 10:04 vs 9:16 min (1.09x); one run each (seed 002 Q2)"),
-    budget=Budget.of_epochs(len(cnn_train[1]), cfg["batch"], cfg["cnn"]["epochs"]), section="sec-c15",
+    budget=Budget.of_epochs(len(cnn_train[1]), cfg["batch"], JUDGED), section="sec-c15",
     comparisons=[
-        Comparison(Arm.from_rows(cnn_runs, "deformable", "train acc", scale=100),
-                   Arm.from_rows(cnn_runs, "regular", "train acc", scale=100), "greater", paired=True,
+        Comparison(Arm.from_rows(judged, "deformable", "train acc", scale=100),
+                   Arm.from_rows(judged, "regular", "train acc", scale=100), "greater", paired=True,
                    source_effect=1.04, label="deformable − regular, train acc", metric="training accuracy (points)"),
-        Comparison(Arm.from_rows(cnn_runs, "deformable", "distorted acc", scale=100),
-                   Arm.from_rows(cnn_runs, "regular", "distorted acc", scale=100), "equivalent", margin=1.0,
+        Comparison(Arm.from_rows(judged, "deformable", "distorted acc", scale=100),
+                   Arm.from_rows(judged, "regular", "distorted acc", scale=100), "equivalent", margin=1.0,
                    paired=True, source_effect=0.0, label="deformable − regular, distorted test acc",
                    metric="test accuracy, strength 1 (points)"),
-        Comparison(Arm.from_rows(cnn_runs, "deformable", "fastest_epoch_seconds"),
-                   Arm.from_rows(cnn_runs, "regular", "fastest_epoch_seconds"), "greater", paired=True,
+        Comparison(Arm.from_rows(judged, "deformable", "fastest_epoch_seconds"),
+                   Arm.from_rows(judged, "regular", "fastest_epoch_seconds"), "greater", paired=True,
                    label="deformable − regular, fastest epoch", metric="seconds per epoch (fastest epoch of each run)"),
     ],
-    note=("The assignment trained once, on its own data; here small models train for a few epochs on distorted "
-          "Fashion-MNIST and stay far from fitting their training set, which leaves 'fits better' little room. "
-          "Clean and strongly distorted test sets are in the figure of section 3, not judged."),
+    note=(f"Measured at {len(BUDGETS)} budgets ({', '.join(map(str, BUDGETS))} epochs on {len(cnn_train[1]):,} "
+          f"distorted training images, separate runs) and judged at {JUDGED} epochs, the largest at which "
+          "neither model fits all its training images (at 100% a difference in fitting cannot show); the regular "
+          "and deformable runs of a seed share data, batch order and initial weights. Training accuracy is measured in evaluation "
+          "mode after training. Clean and strongly distorted test sets are in section 3, not judged; whether "
+          "the learned grids follow each image's zoom and angle is in section 4 (correlations in extra)."),
     extra={"time ratio, fastest epochs (deformable / regular)": float(time_ratio),
-           "source time ratio (whole runs)": round(604 / 556, 3)})
+           "source time ratio (whole runs)": round(604 / 556, 3),
+           "by budget: means and deformable − regular with 95% interval (accuracy in points, loss in nats)": [
+               {"epochs": int(r["epochs"]), "metric": r["metric"], "regular": float(r["regular"]),
+                "deformable": float(r["deformable"]), "diff": float(r["diff"]),
+                "ci95": None if r["ci95"] is None else [float(v) for v in r["ci95"]]}
+               for r in budget_rows],
+           "block 2 grid vs true distortion, Pearson r and 95% interval over test images": [
+               {"seed": int(r["seed"]), "quantity": r["quantity"], "r": float(r["r"]),
+                "ci95": [float(v) for v in r["ci95"]], "slope": float(r["slope"])}
+               for r in fit_block2.to_dict("records")]})
 
 # C16 has two parts. "One change is classified better than two": test accuracy on the pairs with one change
 # minus that on the pairs with two, greater. "Rotation+scaling is hardest": its accuracy lies below that of
@@ -816,8 +969,9 @@ print("4. 1x1 conv with padding 1:", tuple(shortcut(torch.zeros(1, 32, 14, 14)).
 # extra first row and column carry only zeros and the bias, and the other positions sit on odd pixels,
 # one pixel off the block's even-pixel grid, so cropping would not fix it either).
 #
-# **5.** Add `"deformable (DCNv2)": {"deformable": True, "modulated": True, ...}` to the configs and
-# pass `modulated=config.get("modulated", False)` to `TwoBlockCNN` in `run_cnn`. `run_cnn` already saves
+# **5.** Add `f"deformable (DCNv2), {epochs} ep": {"deformable": True, "modulated": True, ...}` to the
+# configs (for one budget or each) and pass `modulated=config.get("modulated", False)` to `TwoBlockCNN`
+# in `run_cnn`. `run_cnn` already saves
 # the weights for section 4 only for the plain deformable variant (`not config.get("modulated")`);
 # without that guard the DCNv2 run would overwrite them, and section 4 would fail to load its 27-channel
 # offset convolutions into a plain model. The modulation

@@ -12,7 +12,7 @@ anchor ``a``, a positive ``p`` of the same class and a negative ``n`` of another
 - ``binary_cross_entropy``: BCE of one sigmoid output per example, with integer labels.
 - ``batch_hard_triplet_loss``: Hermans, Beyer & Leibe 2017 ("In Defense of the Triplet Loss for
   Person Re-Identification"): every example of a batch is an anchor, paired with its hardest
-  positive and hardest negative in the batch, so no triplets need to be mined offline.
+  positive and hardest negative in the batch (``hardest_distances``), so no triplets need to be mined offline.
 
 Each is tested against PyTorch or a brute-force loop in ``tests/test_losses.py``.
 
@@ -85,17 +85,12 @@ def pairwise_distances(embeddings: torch.Tensor, squared: bool = False) -> torch
     return sq.masked_fill(zero, 1).sqrt().masked_fill(zero, 0)
 
 
-def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,
-                            soft: bool = False) -> torch.Tensor:
-    """Batch-hard triplet loss (Hermans et al. 2017) of ``(B, D)`` embeddings with ``(B,)`` labels.
+def hardest_distances(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each anchor's farthest positive and nearest negative distance in a batch: ``(d_ap, d_an)``, each ``(A,)``.
 
-    For each anchor: ``d_ap`` = distance to its farthest positive (same label, not itself) and ``d_an`` =
-    distance to its nearest negative (other label); loss ``relu(d_ap - d_an + margin)``, or the soft
-    margin ``softplus(d_ap - d_an)`` when ``soft`` (``margin`` is then unused). Averaged over the anchors
-    with a positive and a negative.
+    ``(B, D)`` embeddings with ``(B,)`` labels; the ``A`` anchors are those with a positive (same label, not
+    itself) and a negative (another label), in batch order. What ``batch_hard_triplet_loss`` compares.
     """
-    if not soft:
-        _check_margin(margin)
     labels = torch.as_tensor(labels, device=embeddings.device)
     if labels.shape != embeddings.shape[:1]:
         raise ValueError(f"labels must be ({len(embeddings)},), got {tuple(labels.shape)}")
@@ -109,6 +104,21 @@ def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, marg
                          f"needs at least two classes and two examples of one class; {_PK_HINT}")
     d_ap = dist.masked_fill(~is_pos, float("-inf")).amax(1)[valid]
     d_an = dist.masked_fill(~is_neg, float("inf")).amin(1)[valid]
+    return d_ap, d_an
+
+
+def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.3,
+                            soft: bool = False) -> torch.Tensor:
+    """Batch-hard triplet loss (Hermans et al. 2017) of ``(B, D)`` embeddings with ``(B,)`` labels.
+
+    For each anchor: ``d_ap`` = distance to its farthest positive (same label, not itself) and ``d_an`` =
+    distance to its nearest negative (other label) (``hardest_distances``); loss ``relu(d_ap - d_an + margin)``,
+    or the soft margin ``softplus(d_ap - d_an)`` when ``soft`` (``margin`` is then unused). Averaged over the
+    anchors with a positive and a negative.
+    """
+    if not soft:
+        _check_margin(margin)
+    d_ap, d_an = hardest_distances(embeddings, labels)
     gap = d_ap - d_an
     return (F.softplus(gap) if soft else F.relu(gap + margin)).mean()
 
@@ -316,5 +326,5 @@ def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tor
 
 
 __all__ = ["batch_hard_triplet_loss", "binary_cross_entropy", "byol_loss", "class_weights_from_frequencies", "dice_loss",
-           "in_batch_triplet_loss", "pairwise_distances", "poly1_cross_entropy", "sample_triplets",
+           "hardest_distances", "in_batch_triplet_loss", "pairwise_distances", "poly1_cross_entropy", "sample_triplets",
            "soft_target_cross_entropy", "symmetric_byol_loss", "triplet_loss", "weighted_cross_entropy"]

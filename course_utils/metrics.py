@@ -109,12 +109,32 @@ def recall_at_k(embeddings: torch.Tensor, labels: torch.Tensor, k: int = 1) -> f
     return (labels[nearest] == labels[:, None]).any(1).float().mean().item()
 
 
+def triplet_distances(embeddings: torch.Tensor, triplets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(d_ap, d_an)``: the Euclidean distances anchor-positive and anchor-negative, each ``(T,)``, of ``(T, 3)``
+    index triplets (anchor, positive, negative, e.g. from ``losses.sample_triplets``) into ``(N, D)`` embeddings."""
+    triplets = torch.as_tensor(triplets)
+    if embeddings.ndim != 2 or triplets.ndim != 2 or triplets.shape[1] != 3:
+        raise ValueError(f"embeddings must be (N, D) and triplets (T, 3) indices, got {tuple(embeddings.shape)} "
+                         f"and {tuple(triplets.shape)}")
+    a, p, n = embeddings[triplets[:, 0]], embeddings[triplets[:, 1]], embeddings[triplets[:, 2]]
+    return (a - p).norm(dim=1), (a - n).norm(dim=1)
+
+
 def active_triplet_fraction(embeddings: torch.Tensor, triplets: torch.Tensor, margin: float) -> float:
     """The fraction of triplets that still violate the margin, ``d(a, p) - d(a, n) + margin > 0`` (Euclidean):
     the triplets that would still give a triplet loss and a gradient. ``embeddings`` ``(N, D)``, ``triplets``
     ``(T, 3)`` indices (anchor, positive, negative), e.g. from ``losses.sample_triplets``."""
-    a, p, n = embeddings[triplets[:, 0]], embeddings[triplets[:, 1]], embeddings[triplets[:, 2]]
-    return ((a - p).norm(dim=1) - (a - n).norm(dim=1) + margin > 0).float().mean().item()
+    d_ap, d_an = triplet_distances(embeddings, triplets)
+    return (d_ap - d_an + margin > 0).float().mean().item()
+
+
+def distance_summary(embeddings: torch.Tensor, triplets: torch.Tensor, margin: float) -> dict[str, float]:
+    """The distances that tell a collapsed embedding from a spread one, for ``(N, D)`` embeddings and ``(T, 3)``
+    triplets: ``spread`` (the mean distance between two different embeddings, ``torch.pdist``; 0 when all
+    coincide), the means ``d_ap`` and ``d_an`` over the triplets, and their ``active`` fraction at ``margin``."""
+    d_ap, d_an = triplet_distances(embeddings, triplets)
+    return {"spread": torch.pdist(embeddings.double()).mean().item(), "d_ap": d_ap.mean().item(),
+            "d_an": d_an.mean().item(), "active": (d_ap - d_an + margin > 0).float().mean().item()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,5 +253,6 @@ def segmentation_report(scores, target, max_pixels: int | None = None, seed: int
             "iou": iou, "ap": ap}
 
 
-__all__ = ["accuracy", "active_triplet_fraction", "average_precision_per_class", "confusion_matrix", "f1_scores", "macro_f1", "mean_average_precision",
-           "mean_iou", "micro_f1", "predicted_labels", "recall_at_k", "segmentation_report", "worst_group_ap"]
+__all__ = ["accuracy", "active_triplet_fraction", "average_precision_per_class", "confusion_matrix", "distance_summary",
+           "f1_scores", "macro_f1", "mean_average_precision", "mean_iou", "micro_f1", "predicted_labels", "recall_at_k",
+           "segmentation_report", "triplet_distances", "worst_group_ap"]

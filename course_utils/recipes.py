@@ -1,20 +1,24 @@
 """The course's three training recipes, each a thin caller of ``train.fit``.
 
-- ``train_classifier``: in-memory loaders, SGD with Nesterov momentum and a one-cycle schedule, cross-entropy;
+- ``train_classifier``: in-memory loaders, SGD with Nesterov momentum and a one-cycle schedule, cross-entropy
+  (an "epoch" may be a fixed number of steps, for budgets counted in optimizer steps);
 - ``train_segmenter``: Adam with a one-cycle schedule and a per-pixel loss, keeping the predicted masks of a
   few watched images after every epoch;
 - ``train_byol``: BYOL (Grill et al. 2020): AdamW with a warm-up and a cosine decay, the target network
   updated by a moving average after every step (an ``after_step`` hook of ``fit``).
 
 Each builds its loaders and optimiser and hands ``fit`` a step; checkpoints and exact resumption come from ``fit``.
+Beside them, ``lockstep_sgd`` trains two models from the same start on the same batches and records how far
+apart they drift: the exact check that two implementations of one function train the same.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from course_utils.augment import TwoViews
 from course_utils.features import predict_proba
@@ -31,21 +35,57 @@ def byol_step(model: BYOL, batch) -> torch.Tensor:
     return symmetric_byol_loss(*model(views))
 
 
+class _Steps:
+    """A loader of exactly ``steps`` batches per epoch, taken from ``loader``'s consecutive passes (so an epoch may
+    end inside a pass or span several); ``set_epoch`` replays the passes, so a resumed run sees the same batches."""
+
+    def __init__(self, loader: TensorLoader, steps: int):
+        if steps < 1 or len(loader) < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 and the data must give a batch, got {steps} steps, "
+                             f"{len(loader)} batches per pass")
+        self.loader, self.steps, self.epoch = loader, steps, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        rounds, skip = divmod(self.epoch * self.steps, len(self.loader))  # where this epoch starts
+        self.epoch += 1
+        produced = 0
+        while True:
+            self.loader.set_epoch(rounds)
+            for i, batch in enumerate(self.loader):  # skipped batches are drawn too, to keep the augmentation's RNG
+                if i >= skip:
+                    yield batch
+                    produced += 1
+                    if produced == self.steps:
+                        return
+            rounds, skip = rounds + 1, 0
+
+
 def train_classifier(model: torch.nn.Module, train_data: tuple, val_data: tuple | None, *, epochs: int,
                      batch_size: int, lr: float, seed: int = 0, weight_decay: float = 5e-4,
                      label_smoothing: float = 0.0, augment=None, mean: float | None = None,
                      std: float | None = None, metrics: dict[str, Metric] | None = None,
                      early_stopping: EarlyStopping | None = None, checkpoint=None, progress: bool | None = None,
-                     verbose: bool = True) -> History:
+                     verbose: bool = True, steps_per_epoch: int | None = None) -> History:
     """The course's classification recipe around ``fit``: in-memory loaders, SGD + one-cycle, cross-entropy.
 
     Args:
         train_data, val_data: ``(images, labels)`` tensors (uint8 or float images ``(N, C, H, W)``).
         augment: a batched augmentation for the training loader (see ``course_utils.augment``).
         mean, std: input normalisation applied by the loaders.
+        steps_per_epoch: an epoch of exactly this many optimizer steps, the batches continuing through the
+            reshuffled passes over the data, instead of one pass; the run then takes ``epochs * steps_per_epoch``
+            steps whatever the batch size (equal budgets in steps need not be whole passes).
     """
     train = TensorLoader(*train_data, batch_size, shuffle=True, augment=augment, drop_last=len(train_data[1]) > batch_size,
                          seed=seed, mean=mean, std=std)
+    if steps_per_epoch is not None:
+        train = _Steps(train, steps_per_epoch)
     val = TensorLoader(*val_data, 1000, mean=mean, std=std) if val_data is not None else None
     optimizer, scheduler = sgd_one_cycle(model, lr, epochs * len(train), weight_decay)
     loss_fn = (lambda logits, y: F.cross_entropy(logits, y, label_smoothing=label_smoothing)) if label_smoothing else F.cross_entropy
@@ -119,4 +159,48 @@ def train_byol(model: BYOL, images: torch.Tensor, *, epochs: int, batch_size: in
                progress=progress, verbose=verbose)
 
 
-__all__ = ["SegmentationRun", "byol_step", "train_byol", "train_classifier", "train_segmenter"]
+def _copy_state(src: nn.Module, dst: nn.Module) -> None:
+    """Load ``src``'s parameters and buffers into ``dst``: by name when the names agree, else one for one in order."""
+    a, b = src.state_dict(), dst.state_dict()
+    shapes_a, shapes_b = [tuple(v.shape) for v in a.values()], [tuple(v.shape) for v in b.values()]
+    if shapes_a != shapes_b:
+        raise ValueError(f"cannot map the {len(a)} tensors of {type(src).__name__} onto the {len(b)} of "
+                         f"{type(dst).__name__}: names and shapes differ; give both models the same layers in the same order")
+    dst.load_state_dict(a if list(a) == list(b) else dict(zip(b, a.values())))
+
+
+def lockstep_sgd(model_a: nn.Module, model_b: nn.Module, batches: Iterable, *, lr: float, momentum: float = 0.9,
+                 loss_fn: Callable = F.cross_entropy) -> list[dict]:
+    """Train two models side by side from the same start on the same batches and record how far apart they are.
+
+    ``model_b`` first receives ``model_a``'s parameters and buffers (by name, or one for one in order when the
+    names differ). Then, for each batch ``(x, y)``, both take one SGD step (``lr``, heavy-ball ``momentum``, no
+    weight decay) in training mode. Two implementations of the same function should stay equal up to rounding;
+    run both in float64 (``model.double()``, double ``x``) to see the function, in float32 to see the rounding grow.
+
+    Returns one record per step: ``step`` (1, 2, ...), ``loss_a``, ``loss_b``, ``loss_diff`` = ``|loss_a − loss_b|``
+    and ``weight_diff`` = the largest ``|w_a − w_b|`` over all parameters after the step.
+    """
+    pa, pb = list(model_a.parameters()), list(model_b.parameters())
+    if len(pa) != len(pb):
+        raise ValueError(f"the models have {len(pa)} and {len(pb)} parameter tensors; lockstep needs the same layers")
+    _copy_state(model_a, model_b)
+    opts = [torch.optim.SGD(m.parameters(), lr=lr, momentum=momentum) for m in (model_a, model_b)]
+    model_a.train(), model_b.train()
+    records = []
+    for i, (x, y) in enumerate(batches, 1):
+        losses = []
+        for model, opt in zip((model_a, model_b), opts):
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        with torch.no_grad():
+            w_diff = max((a - b).abs().max().item() for a, b in zip(pa, pb))
+        records.append({"step": i, "loss_a": losses[0], "loss_b": losses[1], "loss_diff": abs(losses[0] - losses[1]),
+                        "weight_diff": w_diff})
+    return records
+
+
+__all__ = ["SegmentationRun", "byol_step", "lockstep_sgd", "train_byol", "train_classifier", "train_segmenter"]

@@ -1,5 +1,6 @@
 """Figures the chapters share: training curves, image grids, confusion matrices, attribution maps,
-embeddings, coloured segmentation masks, forest plots of claims, and a slider explorer. Diagrams that explain
+embeddings, coloured segmentation masks, forest plots of claims, differences against the training budget, and a
+slider explorer. Diagrams that explain
 an idea (which axes a norm averages over, the hourglass's skips) are in ``course_utils.diagrams``.
 
 Each function draws into a new figure (or the ``ax`` given) and returns the figure, so a notebook
@@ -273,6 +274,38 @@ def forest_plot(rows: Sequence[Mapping], xlabel: str = "difference a − b", tit
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def budget_plot(series: Mapping[str, Sequence[tuple]], xlabel: str = "training budget",
+                ylabel: str = "difference a − b", source: Mapping[str, float] | None = None, logx: bool = False,
+                ax=None):
+    """Differences against the training budget: for each series, its mean difference at each budget (dots and
+    line) and its 95% interval (band, where there is one); the source's effect for a series as a dashed line
+    of the same colour; 0 dotted. ``series``: ``{label: [(budget, diff, (lo, hi) or None), ...]}``."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    fig = ax.figure
+    for i, (label, points) in enumerate(series.items()):
+        points = sorted(points, key=lambda p: p[0])
+        x, d = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(x, d, "o-", color=f"C{i}", ms=4, label=label, gid="estimate")
+        banded = [p for p in points if p[2] is not None]
+        if banded:
+            ax.fill_between([p[0] for p in banded], [p[2][0] for p in banded], [p[2][1] for p in banded],
+                            color=f"C{i}", alpha=0.2, lw=0, gid="interval")
+        if source and source.get(label) is not None:
+            ax.axhline(source[label], color=f"C{i}", ls="--", lw=1, gid="source")
+    ax.axhline(0, color="0.3", lw=0.8, ls=":")
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    handles, _ = ax.get_legend_handles_labels()
+    if source and any(v is not None for v in source.values()):
+        handles.append(plt.Line2D([], [], color="0.3", ls="--", lw=1, label="source (same colour)"))
+    ax.legend(handles=handles, fontsize=7, loc="best", framealpha=0.8)
     fig.tight_layout()
     return fig
 

@@ -10,7 +10,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
 from course_utils.losses import (batch_hard_triplet_loss, class_weights_from_frequencies, dice_loss,
-                                 pairwise_distances, poly1_cross_entropy, sample_triplets, soft_target_cross_entropy,
+                                 hardest_distances, pairwise_distances, poly1_cross_entropy, sample_triplets, soft_target_cross_entropy,
                                  triplet_loss, weighted_cross_entropy)
 
 
@@ -109,6 +109,26 @@ def test_batch_hard_gradients_match_brute_force_and_are_finite_when_embeddings_c
     batch_hard_triplet_loss(ours_in[0], labels, margin=0.5).backward()
     _batch_hard_loop(loop_in[0], labels, 0.5, soft=False).backward()
     torch.testing.assert_close(ours_in[0].grad, loop_in[0].grad)
+
+
+@pytest.mark.parametrize("labels", [[0, 0, 1, 1, 2, 2, 2, 3], [0, 1, 1, 2, 3, 3, 3, 3]])
+def test_hardest_distances_match_a_loop_over_anchors_and_cdist(labels):
+    emb = torch.randn(len(labels), 5, dtype=torch.float64)
+    labels = torch.tensor(labels)
+    d_ap, d_an = hardest_distances(emb, labels)
+    dist = torch.cdist(emb, emb)
+    want_ap, want_an = [], []
+    for i in range(len(emb)):
+        pos = [dist[i, j] for j in range(len(emb)) if j != i and labels[j] == labels[i]]
+        neg = [dist[i, j] for j in range(len(emb)) if labels[j] != labels[i]]
+        if pos and neg:
+            want_ap.append(max(pos))
+            want_an.append(min(neg))
+    torch.testing.assert_close(d_ap, torch.stack(want_ap))
+    torch.testing.assert_close(d_an, torch.stack(want_an))
+    torch.testing.assert_close(batch_hard_triplet_loss(emb, labels, margin=0.3), F.relu(d_ap - d_an + 0.3).mean())
+    with pytest.raises(ValueError, match="labels must be"):
+        hardest_distances(emb, labels[:-1])
 
 
 @pytest.mark.parametrize("labels", [[3, 3, 3], [0, 1, 2, 3], []])

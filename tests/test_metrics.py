@@ -69,6 +69,29 @@ def test_active_triplet_fraction_matches_a_loop_and_the_triplet_loss():
     assert active_triplet_fraction(torch.zeros(4, 2), easy, 0.2) == 1.0  # collapsed: every triplet active
 
 
+def test_triplet_distances_and_distance_summary_against_scipy():
+    from scipy.spatial.distance import cdist, pdist
+
+    from course_utils.losses import sample_triplets
+    from course_utils.metrics import distance_summary, triplet_distances
+    g = torch.Generator().manual_seed(3)
+    emb, labels = torch.randn(40, 5, generator=g, dtype=torch.float64), torch.arange(40) % 2
+    triplets = sample_triplets(labels, 300, seed=2)
+    d_ap, d_an = triplet_distances(emb, triplets)
+    full = cdist(emb.numpy(), emb.numpy())
+    a, p, n = triplets.numpy().T
+    np.testing.assert_allclose(d_ap.numpy(), full[a, p])
+    np.testing.assert_allclose(d_an.numpy(), full[a, n])
+    s = distance_summary(emb, triplets, margin=0.5)
+    assert s["spread"] == pytest.approx(pdist(emb.numpy()).mean())
+    assert s["d_ap"] == pytest.approx(full[a, p].mean()) and s["d_an"] == pytest.approx(full[a, n].mean())
+    assert s["active"] == pytest.approx(np.mean(full[a, p] - full[a, n] + 0.5 > 0))
+    collapsed = distance_summary(torch.ones(40, 5), triplets, margin=0.2)  # every image at one point
+    assert collapsed == {"spread": 0.0, "d_ap": 0.0, "d_an": 0.0, "active": 1.0}
+    with pytest.raises(ValueError, match="triplets"):
+        triplet_distances(emb, triplets[:, :2])
+
+
 # Segmentation metrics (IoU, mIoU, per-class AP, mAP, worst-group AP) against scikit-learn.
 
 def _masks(seed, K=6, shape=(3, 12, 12), p_right=0.6):

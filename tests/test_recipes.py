@@ -2,6 +2,7 @@
 BYOL (train_byol): they learn, are deterministic, resume exactly after an interruption, and catch divergence."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from course_utils.features import KNNProbe
 from course_utils.losses import weighted_cross_entropy
 from course_utils.models.byol import BYOL
 from course_utils.models.resnet import resnet6n2
-from course_utils.recipes import train_byol, train_classifier, train_segmenter
+from course_utils.layers.norms import BatchNorm2d
+from course_utils.recipes import lockstep_sgd, train_byol, train_classifier, train_segmenter
 from course_utils.train import DivergenceError, History
 from tests.conftest import toy_classification, toy_classifier, toy_segmentation
 
@@ -28,6 +30,110 @@ def test_train_classifier_recipe():
     h = train_classifier(model, (x, y), (x[:32], y[:32]), epochs=3, batch_size=16, lr=0.1, label_smoothing=0.1,
                          progress=False, verbose=False)
     assert len(h) == 3 and h["val_acc"][-1] is not None and h["train_loss"][-1] < h["train_loss"][0]
+
+
+def _count_training_forwards(model):
+    calls = {"n": 0}
+
+    def hook(module, args):
+        calls["n"] += module.training
+
+    model.register_forward_pre_hook(hook)
+    return calls
+
+
+def test_train_classifier_steps_per_epoch_counts_steps_not_passes():
+    x, y = toy_classification()  # 96 images: 6 batches of 16 per pass
+    model = toy_classifier()
+    calls = _count_training_forwards(model)
+    h = train_classifier(model, (x, y), None, epochs=2, batch_size=16, lr=0.1, steps_per_epoch=10,
+                         progress=False, verbose=False)
+    assert len(h) == 2 and calls["n"] == 20  # 20 optimizer steps: more than three passes over the data
+    # an epoch of one pass's worth of steps is the ordinary recipe: the same batches, the same losses
+    runs = [train_classifier(toy_classifier(), (x, y), None, epochs=3, batch_size=16, lr=0.1, steps_per_epoch=spe,
+                             progress=False, verbose=False)["train_loss"] for spe in (None, 6)]
+    assert runs[0] == runs[1]
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        train_classifier(toy_classifier(), (x, y), None, epochs=1, batch_size=16, lr=0.1, steps_per_epoch=0)
+
+
+def test_train_classifier_steps_per_epoch_resumes_mid_pass(tmp_path):
+    x, y = toy_classification()
+    kwargs = dict(epochs=3, batch_size=16, lr=0.1, steps_per_epoch=4, progress=False, verbose=False)  # ends mid-pass
+    straight = train_classifier(toy_classifier(), (x, y), None, **kwargs)
+    calls = {"n": 0}
+
+    def dies_in_epoch_2(images, generator):  # an identity augmentation, called once per batch
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise Interrupted
+        return images
+
+    ckpt = tmp_path / "c.pt"
+    with pytest.raises(Interrupted):
+        train_classifier(toy_classifier(), (x, y), None, augment=dies_in_epoch_2, checkpoint=ckpt, **kwargs)
+    resumed = train_classifier(toy_classifier(), (x, y), None, checkpoint=ckpt, **kwargs)
+    assert resumed["train_loss"] == straight["train_loss"]  # epoch 2 starts at batch 5 of pass 1, as it did
+
+
+# --------------------------------------------------------------------------------------------------
+# Lockstep training of two implementations: lockstep_sgd
+
+def _net(norm):
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), norm(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+
+
+class _Renamed(nn.Module):
+    """The same layers as ``_net`` under other names (a model whose state dict does not load by name)."""
+
+    def __init__(self, norm):
+        super().__init__()
+        self.conv, self.norm, self.head = nn.Conv2d(1, 4, 3, padding=1, bias=False), norm(4), nn.Linear(144, 3)
+
+    def forward(self, x):
+        return self.head(self.norm(self.conv(x)).relu().flatten(1))
+
+
+def _batches(n=6, dtype=torch.float64):
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, 1, 6, 6, generator=g, dtype=dtype) * 2 + 1, torch.randint(0, 3, (8,), generator=g))
+            for _ in range(n)]
+
+
+def test_lockstep_our_batch_norm_and_pytorchs_stay_equal_in_float64():
+    torch.manual_seed(0)
+    ours, theirs = _net(BatchNorm2d).double(), _Renamed(nn.BatchNorm2d).double()  # names differ: mapped in order
+    records = lockstep_sgd(ours, theirs, _batches(), lr=0.5)
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert max(r["loss_diff"] for r in records) < 1e-12 and max(r["weight_diff"] for r in records) < 1e-12
+    assert records[-1]["loss_a"] < records[0]["loss_a"]  # they did train
+    torch.testing.assert_close(ours[1].running_var, theirs.norm.running_var)  # buffers copied and updated alike
+
+
+def test_lockstep_sees_a_real_difference_and_matches_plain_sgd():
+    torch.manual_seed(0)
+    a, b = _net(nn.BatchNorm2d).double(), _net(partial(nn.BatchNorm2d, eps=1e-1)).double()  # another function
+    assert max(r["weight_diff"] for r in lockstep_sgd(a, b, _batches(), lr=0.5)) > 1e-4
+    torch.manual_seed(0)
+    a, b, ref = _net(nn.BatchNorm2d), _net(nn.BatchNorm2d), _net(nn.BatchNorm2d)
+    ref.load_state_dict(a.state_dict())
+    records = lockstep_sgd(a, b, _batches(3, torch.float32), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    for x, y in _batches(3, torch.float32):
+        opt.zero_grad()
+        nn.functional.cross_entropy(ref(x), y).backward()
+        opt.step()
+    assert all(r["weight_diff"] == 0 and r["loss_diff"] == 0 for r in records)  # the same model twice: exactly equal
+    for p, q in zip(a.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_lockstep_refuses_models_that_do_not_match():
+    with pytest.raises(ValueError, match="same layers"):
+        lockstep_sgd(_net(nn.BatchNorm2d), nn.Linear(3, 3), _batches(1), lr=0.1)
+    with pytest.raises(ValueError, match="names and shapes differ"):
+        wider_head = nn.Sequential(*list(_net(nn.BatchNorm2d))[:-1], nn.Linear(144, 5))
+        lockstep_sgd(_net(nn.BatchNorm2d), wider_head, _batches(1), lr=0.1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -161,3 +161,23 @@ def test_forest_plot_draws_each_interval_source_and_margin():
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["supported", "inconclusive", "not judged", "source", "margin"]
     plt.close(fig)
+
+
+def test_budget_plot_draws_each_series_band_and_source():
+    series = {"− BN − stride": [(24000, -4.0, (-5.0, -3.0)), (6000, -8.0, (-9.5, -6.5)), (12000, -6.0, None)],
+              "max-pool − stride": [(6000, 1.0, (0.2, 1.8)), (24000, 1.3, (0.6, 2.0))]}
+    fig = viz.budget_plot(series, xlabel="images seen", source={"− BN − stride": 0.74}, logx=True)
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.lines if ln.get_gid() == "estimate"]
+    assert [list(ln.get_xdata()) for ln in lines] == [[6000, 12000, 24000], [6000, 24000]]  # sorted by budget
+    assert list(lines[0].get_ydata()) == [-8.0, -6.0, -4.0]
+    bands = [c for c in ax.collections if c.get_gid() == "interval"]
+    assert len(bands) == 2  # a band through the budgets that have an interval
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    assert ys.min() == -9.5 and ys.max() == -3.0
+    (src,) = [ln for ln in ax.lines if ln.get_gid() == "source"]
+    assert list(src.get_ydata()) == [0.74, 0.74]
+    assert matplotlib.colors.same_color(src.get_color(), lines[0].get_color())
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "images seen"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [*series, "source (same colour)"]
+    plt.close(fig)

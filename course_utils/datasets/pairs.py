@@ -8,7 +8,7 @@ from outside the image read 0, which is Fashion-MNIST's background.
 Two data sets are built from real images:
 
 - **distorted Fashion-MNIST** (``distort``): each image rotated, scaled and moved at random, with one
-  ``strength`` knob (0 = clean);
+  ``strength`` knob (0 = clean); ``distortion_params`` recomputes each image's angle, zoom and shift;
 - **transformation pairs** (``make_pairs``): an image and a changed copy, with one of seven labels
   (``PAIR_LABELS``): unchanged, displacement, rotation, scaling, and the three pairs of changes.
   Rotation follows the assignment this chapter comes from: rotate by 15-30 degrees, cut out the largest
@@ -26,8 +26,8 @@ import torch
 
 from course_utils.augment import affine_theta, warp
 
-__all__ = ["PAIR_LABELS", "PAIR_CHANGES", "crop_zoom", "Distortion", "distort", "PairChanges", "pair_theta",
-           "make_pairs"]
+__all__ = ["PAIR_LABELS", "PAIR_CHANGES", "crop_zoom", "Distortion", "distort", "distortion_params", "PairChanges",
+           "pair_theta", "make_pairs"]
 
 PAIR_LABELS = ("unchanged", "displacement", "rotation", "scaling",
                "displacement+rotation", "displacement+scaling", "rotation+scaling")
@@ -66,14 +66,18 @@ class Distortion:
         if self.strength < 0:
             raise ValueError(f"strength must be >= 0 (0 = no distortion), got {self.strength}")
 
-    def theta(self, n: int, g: torch.Generator) -> torch.Tensor:
-        """``(n, 2, 3)`` random matrices drawn from ``g``."""
+    def params(self, n: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """``n`` random distortions drawn from ``g``: ``angle`` ``(n,)`` in radians, ``zoom`` ``(n,)`` (> 1 magnifies)
+        and ``shift`` ``(n, 2)`` = (dx, dy) in normalised units (2 = the image's width), all float64."""
         u = torch.rand(n, 4, generator=g, dtype=torch.float64) * 2 - 1  # uniform in [-1, 1]
         s = self.strength
-        angle = u[:, 0] * math.radians(self.max_degrees) * s
-        zoom = torch.exp2(u[:, 1] * self.max_log2_zoom * s)
-        shift = u[:, 2:] * 2 * self.max_shift * s  # normalised units: the image spans 2
-        return affine_theta(angle, zoom, shift).float()
+        return {"angle": u[:, 0] * math.radians(self.max_degrees) * s,
+                "zoom": torch.exp2(u[:, 1] * self.max_log2_zoom * s),
+                "shift": u[:, 2:] * 2 * self.max_shift * s}
+
+    def theta(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """``(n, 2, 3)`` random matrices drawn from ``g`` (``affine_theta`` of ``params``)."""
+        return affine_theta(**self.params(n, g)).float()
 
     def __call__(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return warp(x, self.theta(len(x), g)) if self.strength > 0 else x
@@ -88,6 +92,15 @@ def distort(images: torch.Tensor, strength: float, seed: int, batch_size: int = 
     theta = d.theta(len(images), g)  # drawn at once, so the result does not depend on batch_size
     return torch.cat([warp(images[i:i + batch_size], theta[i:i + batch_size])
                       for i in range(0, len(images), batch_size)])
+
+
+def distortion_params(n: int, strength: float, seed: int) -> dict[str, torch.Tensor]:
+    """The angle, zoom and shift (``Distortion.params``) that ``distort(images, strength, seed)`` applied to each of
+    its ``n`` images, recomputed from the seed: output pixel ``p`` of image ``i`` shows input pixel
+    ``R(angle_i) (p - shift_i) / zoom_i`` (``course_utils.augment.affine_theta``)."""
+    if strength <= 0:
+        raise ValueError(f"strength must be > 0 (strength 0 leaves the images unchanged), got {strength}")
+    return Distortion(strength).params(n, torch.Generator().manual_seed(seed))
 
 
 @dataclass(frozen=True)

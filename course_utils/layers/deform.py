@@ -45,7 +45,8 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-__all__ = ["BACKENDS", "DeformConv2d", "bilinear_sample", "deform_conv2d_reference", "deform_output_size"]
+__all__ = ["BACKENDS", "DeformConv2d", "affine_scale_angle", "bilinear_sample", "deform_conv2d_reference",
+           "deform_output_size", "grid_affine"]
 
 BACKENDS = ("torchvision", "reference")
 
@@ -183,8 +184,10 @@ class DeformConv2d(nn.Module):
         bias: learn a bias for the main convolution (not needed before a BatchNorm).
 
     Attributes:
-        offset_conv: ``nn.Conv2d(in_channels, 2 k^2 (+ k^2), kernel_size, stride, padding)``, zero-initialised.
-        weight, bias: the main convolution's parameters, shaped as ``nn.Conv2d``'s and initialised the same way.
+        offset_conv: ``nn.Conv2d(in_channels, 2 k^2 (+ k^2), kernel_size, stride, padding)``, zero-initialised
+            without drawing random numbers.
+        weight, bias: the main convolution's parameters, shaped as ``nn.Conv2d``'s and initialised the same way,
+            from the same random draws: under one seed a ``DeformConv2d`` and an ``nn.Conv2d`` start equal.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
@@ -199,12 +202,16 @@ class DeformConv2d(nn.Module):
         self.kernel_size, self.stride, self.padding = _pair(kernel_size), _pair(stride), _pair(padding)
         self.modulated, self.backend = modulated, backend
         K = kernel_size * kernel_size
-        self.offset_conv = nn.Conv2d(in_channels, (3 if modulated else 2) * K, kernel_size, stride, padding)
+        # skip_init builds the offset conv without its random initialisation: it draws nothing from the global
+        # generator, so under one seed a network's shared layers start from the same weights whether its convs
+        # are deformable or regular (a paired comparison is then paired in its initial weights too).
+        self.offset_conv = nn.utils.skip_init(nn.Conv2d, in_channels, (3 if modulated else 2) * K, kernel_size,
+                                              stride, padding)
         nn.init.zeros_(self.offset_conv.weight)  # start on the regular grid (and with every mask at 0.5)
         nn.init.zeros_(self.offset_conv.bias)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default initialisation
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Conv2d's default, the same draws in the same order
         if self.bias is not None:
             bound = 1 / math.sqrt(in_channels * K)
             nn.init.uniform_(self.bias, -bound, bound)
@@ -245,3 +252,52 @@ class DeformConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, modulated={self.modulated}, backend={self.backend!r}, "
                 f"bias={self.bias is not None}")
+
+
+def grid_affine(points: torch.Tensor, kernel_size: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The 2x2 linear map that best carries the regular kernel grid to learned sampling points, per image.
+
+    At every output position the regular grid's kernel points ``g_k`` (centred: ``(i - c, j - c)``) and the
+    learned points ``q_k`` (centred on their own mean, which removes each position's shift) are matched by
+    least squares, ``A = argmin sum_positions w sum_k |q_k - A g_k|^2``, pooled over the positions of an image.
+    ``A = I`` is the regular grid; ``2 I`` a grid spread twice as wide; a rotation matrix a turned grid.
+
+    Args:
+        points: ``(B, k^2, H, W, 2)`` (row, column) sampling points, as ``DeformConv2d.sampling_points`` returns.
+        kernel_size: ``k`` (square kernels, dilation 1).
+        weights: ``(B, H, W)`` non-negative weight of each position (e.g. 1 on the object, 0 on the
+            background), or ``None`` for all positions equally; every image needs some positive weight.
+
+    Returns:
+        ``(B, 2, 2)`` in (row, column) coordinates.
+    """
+    B, K, H, W, _ = points.shape
+    if K != kernel_size * kernel_size:
+        raise ValueError(f"points have {K} kernel points per position, but a {kernel_size}x{kernel_size} kernel has "
+                         f"{kernel_size * kernel_size}; pass the layer's kernel_size")
+    if weights is None:
+        weights = points.new_ones(B, H, W)
+    if tuple(weights.shape) != (B, H, W):
+        raise ValueError(f"weights must be (B, H, W) = {(B, H, W)}, got {tuple(weights.shape)}")
+    total = weights.flatten(1).sum(1)
+    if (weights < 0).any() or not (total > 0).all():
+        raise ValueError("weights must be >= 0 with some positive weight in every image (no position selected?)")
+    c = (kernel_size - 1) / 2
+    ij = torch.arange(kernel_size, dtype=points.dtype, device=points.device) - c
+    g = torch.stack(torch.meshgrid(ij, ij, indexing="ij"), -1).reshape(K, 2)  # (K, 2), kernel point k = i * k + j
+    q = points - points.mean(1, keepdim=True)  # (B, K, H, W, 2), each position centred
+    cross = torch.einsum("bkhwr,kc,bhw->brc", q, g, weights.to(points.dtype))  # sum w q g^T
+    gram = g.T @ g * total.to(points.dtype)[:, None, None]  # sum w g g^T, (B, 2, 2)
+    return cross @ torch.linalg.inv(gram)
+
+
+def affine_scale_angle(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale ``sqrt(|det A|)`` and rotation angle (radians) of ``(..., 2, 2)`` maps in (row, column) coordinates.
+
+    The angle is that of the nearest similarity, ``atan2(A[1, 0] - A[0, 1], A[0, 0] + A[1, 1])``, so that
+    ``s [[cos a, -sin a], [sin a, cos a]]`` gives back ``(s, a)``.
+    """
+    if matrices.shape[-2:] != (2, 2):
+        raise ValueError(f"matrices must be (..., 2, 2), got {tuple(matrices.shape)}")
+    a, b, c, d = matrices[..., 0, 0], matrices[..., 0, 1], matrices[..., 1, 0], matrices[..., 1, 1]
+    return (a * d - b * c).abs().sqrt(), torch.atan2(c - b, a + d)

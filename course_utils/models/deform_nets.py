@@ -7,6 +7,10 @@ layers (``norm`` defaults to PyTorch's ``nn.BatchNorm2d``, ``"torch_bn"``):
   convolutions for ``DeformConv2d`` and changes nothing else;
 - ``PairClassifier``: a small residual network that reads an (original, changed) pair as a 2-channel image
   and names the change; ``deformable_last_stage=True`` makes the convolutions of its last stage deformable.
+
+``grid_affines`` summarises where a trained deformable ``TwoBlockCNN`` reads: per image and layer, the 2x2 map
+that best carries the regular kernel grid to the learned sampling points (its scale and angle can then be set
+beside each image's known distortion).
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from functools import partial
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from course_utils.layers.blocks import BasicBlock, ConvArg, conv_norm
-from course_utils.layers.deform import DeformConv2d
+from course_utils.layers.deform import DeformConv2d, grid_affine
 from course_utils.layers.norms import ActArg, NormArg, make_act
 
-__all__ = ["PairClassifier", "TwoBlockCNN", "conv_layer"]
+__all__ = ["PairClassifier", "TwoBlockCNN", "conv_layer", "grid_affines"]
 
 
 def conv_layer(deformable: bool = False, modulated: bool = False, backend: str = "torchvision") -> ConvArg:
@@ -116,3 +121,42 @@ class PairClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+@torch.no_grad()
+def grid_affines(model: TwoBlockCNN, x: torch.Tensor, on_object: torch.Tensor,
+                 batch_size: int = 250) -> dict[str, torch.Tensor]:
+    """Per image, the least-squares map of each deformable layer's sampling grid (``layers.deform.grid_affine``).
+
+    Args:
+        model: a ``TwoBlockCNN(deformable=True)``; evaluated in eval mode (its mode is restored afterwards).
+        x: ``(N, C, H, W)`` inputs as the model reads them (normalised).
+        on_object: ``(N, H, W)`` weights of the input's positions (e.g. 1 on the garment, 0 on the background),
+            max-pooled to each layer's output size, so a position counts when its window touches the object.
+        batch_size: images per forward pass (memory only; the result does not depend on it).
+
+    Returns:
+        ``{"block1": (N, 2, 2), "block2": (N, 2, 2)}`` float64 maps in (row, column) coordinates of each
+        layer's input: the identity for the regular grid.
+    """
+    convs = [model.block1[0], model.block2[0]]
+    if not all(isinstance(c, DeformConv2d) for c in convs):
+        raise ValueError("grid_affines needs a TwoBlockCNN built with deformable=True: a regular conv has no "
+                         "learned sampling points")
+    if tuple(on_object.shape) != (len(x), *x.shape[-2:]):
+        raise ValueError(f"on_object must be (N, H, W) = {(len(x), *x.shape[-2:])}, got {tuple(on_object.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        out = {"block1": [], "block2": []}
+        for i in range(0, len(x), batch_size):
+            h, weight = x[i:i + batch_size], on_object[i:i + batch_size, None].double()
+            for name, block in (("block1", model.block1), ("block2", model.block2)):
+                points = block[0].sampling_points(h).double()  # (B, 9, H_out, W_out, 2)
+                w = F.adaptive_max_pool2d(weight, points.shape[2:4])[:, 0]
+                out[name].append(grid_affine(points, block[0].kernel_size[0], w))
+                h = block(h)
+                weight = F.adaptive_max_pool2d(weight, h.shape[-2:])
+        return {k: torch.cat(v) for k, v in out.items()}
+    finally:
+        model.train(was_training)

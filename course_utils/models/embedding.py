@@ -30,7 +30,8 @@ class EmbeddingNet(nn.Module):
     """``backbone.forward_features`` -> mean pool -> linear -> (optionally) L2 normalise: ``(B, embed_dim)``.
 
     ``feature_dim`` (channels of ``backbone.forward_features``) is read from ``backbone.num_features`` when
-    omitted; ``num_features`` of the embedding net is ``embed_dim``.
+    omitted; ``num_features`` of the embedding net is ``embed_dim``. Images are cast to the parameters' dtype,
+    so ``EmbeddingNet(...).double()`` takes the float32 batches of a ``TensorLoader``.
     """
 
     def __init__(self, backbone: nn.Module, feature_dim: int | None = None, embed_dim: int = 32,
@@ -45,6 +46,7 @@ class EmbeddingNet(nn.Module):
         self.proj = nn.Linear(feature_dim, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.proj.weight.dtype)  # float32 images into a model turned .double() (a round-off check)
         features = self.backbone.forward_features(x).mean((2, 3))  # (B, feature_dim)
         z = self.proj(features)
         return F.normalize(z, dim=1) if self.normalize else z

@@ -172,11 +172,15 @@ class SimpleCNN(nn.Module):
             that would shrink a map smaller than 2x2 is left out.
         conv_stride: stride of every conv layer.
         input_size: side of the square input (fixes the size of the first fc layer).
+        head_pool: ``None`` flattens the whole last conv map into the first fc layer; an integer ``s``
+            first average-pools a map larger than ``s x s`` down to ``s x s`` (``nn.AdaptiveAvgPool2d``; a
+            smaller map is kept as it is), so the first fc layer sees at most ``conv_channels[-1] * s * s``
+            numbers whatever the depth: ``1`` is global average pooling.
     """
 
     def __init__(self, conv_channels: Sequence[int], fc_features: Sequence[int], kernel_size: int = 3,
                  pool_every: int = 1, conv_stride: int = 1, num_classes: int = 10, in_channels: int = 1,
-                 input_size: int = 28):
+                 input_size: int = 28, head_pool: int | None = None):
         super().__init__()
         conv_channels, fc_features = list(conv_channels), list(fc_features)
         if not conv_channels or any(c < 1 for c in conv_channels):
@@ -189,6 +193,8 @@ class SimpleCNN(nn.Module):
             raise ValueError(f"pool_every must be >= 0 (0 = no pooling), got {pool_every}")
         if conv_stride < 1:
             raise ValueError(f"conv_stride must be >= 1, got {conv_stride}")
+        if head_pool is not None and head_pool < 1:
+            raise ValueError(f"head_pool must be None (flatten the map) or a side >= 1, got {head_pool}")
         layers, cin, size, pad = [], in_channels, input_size, kernel_size // 2
         for i, c in enumerate(conv_channels, start=1):
             layers += [nn.Conv2d(cin, c, kernel_size, stride=conv_stride, padding=pad), nn.ReLU()]
@@ -202,7 +208,10 @@ class SimpleCNN(nn.Module):
                              f"{input_size}x{input_size} input; use fewer convs or a smaller stride")
         self.features = nn.Sequential(*layers)
         self.feature_shape = (cin, size, size)
-        head, fin = [nn.Flatten()], cin * size * size
+        side = size if head_pool is None else min(size, head_pool)
+        head = [nn.AdaptiveAvgPool2d(side)] if side < size else []  # (B, C, side, side)
+        head.append(nn.Flatten())
+        fin = cin * side * side
         for f in fc_features:
             head += [nn.Linear(fin, f), nn.ReLU()]
             fin = f

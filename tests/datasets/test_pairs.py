@@ -7,7 +7,8 @@ import torch
 
 from course_utils.augment import affine_theta, warp
 from course_utils.datasets.pairs import (PAIR_CHANGES, PAIR_LABELS, Distortion, PairChanges, crop_zoom, distort,
-                                         make_pairs, pair_theta)
+                                         distortion_params, make_pairs, pair_theta)
+from course_utils.layers.deform import affine_scale_angle
 
 
 def fake_images(n=120, size=28, seed=0):
@@ -132,6 +133,34 @@ def test_distortion_parameters_stay_in_their_ranges():
     assert zoom.log2().abs().max() <= 0.5 + 1e-4
     with pytest.raises(ValueError, match="strength must be >= 0"):
         Distortion(-1.0)
+
+
+def test_distortion_params_recompute_what_distort_applied():
+    x = fake_images(50)
+    p = distortion_params(50, 1.0, seed=4)
+    assert p["angle"].shape == (50,) and p["zoom"].shape == (50,) and p["shift"].shape == (50, 2)
+    assert torch.equal(warp(x, affine_theta(**p).float()), distort(x, 1.0, seed=4))
+    assert p["angle"].abs().max() <= math.radians(25) and p["zoom"].log2().abs().max() <= 0.25
+    with pytest.raises(ValueError, match="strength must be > 0"):
+        distortion_params(5, 0.0, seed=0)
+
+
+def test_distortion_turns_and_magnifies_image_offsets_by_its_angle_and_zoom():
+    # Three blobs 10 pixels apart: after distort, the (row, column) vectors between their centres are the
+    # originals carried by a map whose scale and angle (affine_scale_angle) are the image's zoom and angle:
+    # the map a deformable kernel's grid would have to follow to read the undistorted object.
+    S, n = 64, 6
+    yy, xx = torch.meshgrid(torch.arange(S).double(), torch.arange(S).double(), indexing="ij")
+    blobs = torch.stack([torch.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 4.5) for r, c in ((32, 32), (22, 32), (32, 22))])
+    out = distort(blobs[None].expand(n, 3, S, S).float(), 1.0, seed=5).double()
+    w = out / out.sum((2, 3), keepdim=True)
+    centres = torch.stack([(w * yy).sum((2, 3)), (w * xx).sum((2, 3))], -1)  # (n, 3, 2)
+    moved = torch.stack([centres[:, 1] - centres[:, 0], centres[:, 2] - centres[:, 0]], -1)  # columns: images of
+    A = moved @ torch.linalg.inv(torch.tensor([[-10.0, 0.0], [0.0, -10.0]], dtype=torch.float64))  # (-10,0), (0,-10)
+    scale, angle = affine_scale_angle(A)
+    p = distortion_params(n, 1.0, seed=5)
+    torch.testing.assert_close(scale, p["zoom"], atol=5e-3, rtol=0)
+    torch.testing.assert_close(angle, p["angle"], atol=math.radians(0.3), rtol=0)
 
 
 def test_make_pairs_rejects_bad_input():

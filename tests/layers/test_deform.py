@@ -1,13 +1,16 @@
 """The from-scratch deformable convolution against torchvision.ops.deform_conv2d: outputs and every gradient;
-the DeformConv2d layer: starts as a regular conv, backends agree, sampling points, parameter counts."""
+the DeformConv2d layer: starts as a regular conv (and from nn.Conv2d's random draws), backends agree, sampling
+points, parameter counts; the affine fit of sampling points against numpy's least squares."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-from course_utils.layers.deform import DeformConv2d, bilinear_sample, deform_conv2d_reference, deform_output_size
+from course_utils.layers.deform import (DeformConv2d, affine_scale_angle, bilinear_sample, deform_conv2d_reference,
+                                        deform_output_size, grid_affine)
 
 CASES = [
     # B, C_in, C_out, H, W, k, stride, padding, dilation, offset groups, weight groups
@@ -215,3 +218,83 @@ def test_sampling_points_are_the_grid_plus_the_offsets():
     moved = layer.sampling_points(x)
     torch.testing.assert_close(moved[0, 4, :, :, 0] - pts[0, 4, :, :, 0], offset[0, 8])  # dy of the centre point
     torch.testing.assert_close(moved[0, 4, :, :, 1] - pts[0, 4, :, :, 1], offset[0, 9])  # dx
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_deform_conv_draws_the_same_random_numbers_as_nn_conv2d(bias):
+    torch.manual_seed(3)
+    layer = DeformConv2d(4, 6, 3, padding=1, bias=bias)
+    after_deform = torch.rand(5)  # the generator's state after building the layer
+    torch.manual_seed(3)
+    conv = nn.Conv2d(4, 6, 3, padding=1, bias=bias)
+    after_conv = torch.rand(5)
+    torch.testing.assert_close(layer.weight, conv.weight, rtol=0, atol=0)
+    if bias:
+        torch.testing.assert_close(layer.bias, conv.bias, rtol=0, atol=0)
+    torch.testing.assert_close(after_deform, after_conv, rtol=0, atol=0)  # the offset conv drew nothing
+    assert layer.offset_conv.weight.abs().max() == 0 and layer.offset_conv.bias.abs().max() == 0
+
+
+# ------------------------------------------------------------------ the affine fit of sampling points
+def grid_points(A, kernel=3, H=4, W=5, shifts=None):
+    """Sampling points (1, k^2, H, W, 2) whose kernel points are A g_k around each position, plus a shift."""
+    c = (kernel - 1) / 2
+    ij = torch.arange(kernel, dtype=torch.float64) - c
+    g = torch.stack(torch.meshgrid(ij, ij, indexing="ij"), -1).reshape(-1, 2)  # (K, 2)
+    centres = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij"), -1).double()  # (H, W, 2)
+    pts = centres[None] + (g @ A.T)[:, None, None, :]  # (K, H, W, 2)
+    if shifts is not None:
+        pts = pts + shifts[None]
+    return pts[None]
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_grid_affine_recovers_a_known_map_and_ignores_shifts(kernel):
+    A = torch.tensor([[1.3, -0.4], [0.2, 0.8]], dtype=torch.float64)
+    shifts = torch.randn(4, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(grid_affine(grid_points(A, kernel, shifts=shifts), kernel)[0], A)
+    regular = grid_points(torch.eye(2, dtype=torch.float64), kernel)
+    torch.testing.assert_close(grid_affine(regular, kernel)[0], torch.eye(2, dtype=torch.float64))
+
+
+def test_grid_affine_is_numpys_weighted_least_squares():
+    g = torch.Generator().manual_seed(1)
+    pts = torch.randn(2, 9, 3, 4, 2, dtype=torch.float64, generator=g)
+    w = torch.rand(2, 3, 4, dtype=torch.float64, generator=g) * (torch.rand(2, 3, 4, generator=g) > 0.3)
+    A = grid_affine(pts, 3, w)
+    ij = np.arange(3) - 1.0
+    grid = np.stack(np.meshgrid(ij, ij, indexing="ij"), -1).reshape(9, 2)
+    for b in range(2):
+        rows, targets, sw = [], [], []
+        for h in range(3):
+            for x in range(4):
+                q = pts[b, :, h, x].numpy()
+                # one design row per kernel point, with a free shift per position: [g_k, e_position]
+                for k in range(9):
+                    onehot = np.zeros(12)
+                    onehot[h * 4 + x] = 1
+                    rows.append(np.concatenate([grid[k], onehot]))
+                    targets.append(q[k])
+                    sw.append(np.sqrt(w[b, h, x].item()))
+        X, Y, sw = np.array(rows), np.array(targets), np.array(sw)[:, None]
+        sol = np.linalg.lstsq(X * sw, Y * sw, rcond=None)[0]  # (2 + 12, 2): first two rows are A^T
+        np.testing.assert_allclose(A[b].numpy(), sol[:2].T, atol=1e-10)
+
+
+def test_affine_scale_angle_of_a_similarity_and_errors():
+    angle = torch.tensor([0.3, -1.0, 2.5], dtype=torch.float64)
+    scale = torch.tensor([1.2, 0.7, 2.0], dtype=torch.float64)
+    R = torch.stack([torch.stack([angle.cos(), -angle.sin()], -1), torch.stack([angle.sin(), angle.cos()], -1)], -2)
+    s, a = affine_scale_angle(scale[:, None, None] * R)
+    torch.testing.assert_close(s, scale)
+    torch.testing.assert_close(a, angle)
+    s, a = affine_scale_angle(torch.diag(torch.tensor([2.0, 0.5])))  # a stretch: area kept, no rotation
+    assert s.item() == pytest.approx(1.0) and a.item() == 0.0
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2, 2\)"):
+        affine_scale_angle(torch.eye(3))
+    with pytest.raises(ValueError, match="kernel points per position"):
+        grid_affine(torch.zeros(1, 9, 2, 2, 2), 5)
+    with pytest.raises(ValueError, match="some positive weight"):
+        grid_affine(torch.zeros(1, 9, 2, 2, 2), 3, torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="weights must be"):
+        grid_affine(torch.zeros(1, 9, 2, 2, 2), 3, torch.ones(2, 2))

@@ -9,7 +9,7 @@ from functools import partial
 
 from course_utils.layers.deform import DeformConv2d
 from course_utils.layers.norms import GroupNorm
-from course_utils.models.deform_nets import PairClassifier, TwoBlockCNN
+from course_utils.models.deform_nets import PairClassifier, TwoBlockCNN, grid_affines
 
 
 def n_params(m: nn.Module) -> int:
@@ -34,6 +34,25 @@ def test_deformable_cnn_equals_the_regular_one_at_initialisation():
     missing = deform.load_state_dict(regular.state_dict(), strict=False)  # the same names, plus offset_conv
     assert all("offset_conv" in k for k in missing.missing_keys) and not missing.unexpected_keys
     x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(deform.eval()(x), regular.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("make, in_channels", [
+    (lambda d: TwoBlockCNN(deformable=d, backend="reference"), 1),
+    (lambda d: PairClassifier(widths=(8, 16, 32), deformable_last_stage=d, backend="reference"), 2),
+])
+def test_one_seed_gives_the_regular_and_deformable_models_the_same_shared_weights(make, in_channels):
+    # No copying: built under the same seed, every shared tensor is equal, so runs paired by seed are paired
+    # in their initial weights too (the offset convs draw no random numbers).
+    torch.manual_seed(7)
+    regular = make(False)
+    torch.manual_seed(7)
+    deform = make(True)
+    shared, extra = regular.state_dict(), deform.state_dict()
+    assert set(shared) < set(extra) and all("offset_conv" in k for k in set(extra) - set(shared))
+    for k, v in shared.items():
+        torch.testing.assert_close(extra[k], v, rtol=0, atol=0, msg=lambda m: f"{k}: {m}")
+    x = torch.randn(2, in_channels, 28, 28)
     torch.testing.assert_close(deform.eval()(x), regular.eval()(x), atol=1e-5, rtol=1e-5)
 
 
@@ -123,3 +142,33 @@ def test_pair_classifier_parameter_count_by_hand():
     shortcut = lambda cin, cout: cin * cout + 2 * cout  # noqa: E731  (1x1 conv + BN)
     total = stem + block(4, 4) + block(4, 8) + shortcut(4, 8) + block(8, 16) + shortcut(8, 16) + 16 * 7 + 7
     assert n_params(PairClassifier(widths=w)) == total == 5127
+
+
+def test_grid_affines_identity_at_initialisation_and_a_set_map_after():
+    torch.manual_seed(0)
+    model = TwoBlockCNN(deformable=True, backend="reference").train()
+    x = torch.randn(5, 1, 28, 28)
+    on = torch.zeros(5, 28, 28)
+    on[:, 8:20, 6:22] = 1
+    fits = grid_affines(model, x, on, batch_size=2)
+    assert model.training  # the caller's mode is restored
+    assert set(fits) == {"block1", "block2"} and fits["block2"].shape == (5, 2, 2)
+    eye = torch.eye(2, dtype=torch.float64).expand(5, 2, 2)
+    torch.testing.assert_close(fits["block1"], eye)
+    torch.testing.assert_close(fits["block2"], eye)
+    # offsets (A - I) g_k from the offset conv's bias: every position reads the grid carried by A
+    A = torch.tensor([[1.5, -0.3], [0.3, 1.5]])
+    ij = torch.arange(3.0) - 1
+    g = torch.stack(torch.meshgrid(ij, ij, indexing="ij"), -1).reshape(9, 2)
+    with torch.no_grad():
+        model.block2[0].offset_conv.bias.copy_((g @ (A - torch.eye(2)).T).reshape(18))
+    fits = grid_affines(model, x, on)
+    torch.testing.assert_close(fits["block2"], A.double().expand(5, 2, 2), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fits["block1"], eye)
+
+
+def test_grid_affines_rejects_a_regular_model_and_bad_weights():
+    with pytest.raises(ValueError, match="deformable=True"):
+        grid_affines(TwoBlockCNN(), torch.zeros(1, 1, 28, 28), torch.ones(1, 28, 28))
+    with pytest.raises(ValueError, match="on_object must be"):
+        grid_affines(TwoBlockCNN(deformable=True), torch.zeros(2, 1, 28, 28), torch.ones(2, 14, 14))

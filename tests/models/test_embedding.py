@@ -62,3 +62,15 @@ def test_gradients_reach_backbone_projection_and_head():
             assert p.grad is None
         else:
             assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_a_double_embedding_net_takes_float32_images_and_agrees_with_float32():
+    embed = _embed()
+    x = torch.randn(6, 1, 28, 28)
+    z32 = embed(x)
+    double = _embed().double()  # the same initial weights, in float64
+    z64 = double(x)  # float32 images are cast to the parameters' dtype
+    assert z64.dtype == torch.float64 and z32.dtype == torch.float32
+    torch.testing.assert_close(z64.float(), z32, atol=1e-5, rtol=1e-5)
+    out = TripletNet(double)(torch.randn(2, 3, 28, 28))
+    assert out.dtype == torch.float64 and out.shape == (2, 3, 8)

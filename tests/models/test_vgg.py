@@ -234,6 +234,33 @@ def test_norm_as_name_class_or_partial(norm, skip):
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_simple_cnn_head_pool_matches_torch_global_average_pooling():
+    torch.manual_seed(0)
+    model = SimpleCNN([8, 16], [32], head_pool=1)
+    # the first fc layer sees the 16 channel means, whatever the map's size: 16*32+32 instead of 784*32+32
+    assert n_params(model) == 80 + 1168 + (16 * 32 + 32) + (32 * 10 + 10)
+    x = torch.randn(3, 1, 28, 28)
+    fmap = model.forward_features(x)
+    by_hand = model.classifier[2:](torch.nn.functional.adaptive_avg_pool2d(fmap, 1).flatten(1))
+    torch.testing.assert_close(model(x), by_hand)
+    torch.testing.assert_close(model.classifier[:2](fmap), fmap.mean((2, 3)))  # global pooling = the mean
+    three = SimpleCNN([8], [], head_pool=3)  # a 14x14 map pooled to 3x3 (PyTorch's adaptive windows)
+    assert three.classifier[-1].in_features == 8 * 3 * 3
+    fmap = three.forward_features(x)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(fmap, 3).flatten(1)
+    torch.testing.assert_close(three(x), three.classifier[-1](pooled))
+    # a map already smaller than head_pool is flattened as it is (no replicated inputs)
+    small = SimpleCNN([8] * 4, [], head_pool=3)
+    assert small.feature_shape == (8, 1, 1) and small.classifier[-1].in_features == 8
+    assert n_params(SimpleCNN([8, 16], [32], head_pool=7)) == n_params(SimpleCNN([8, 16], [32]))  # 7x7 kept
+    # one conv no longer means the largest fc layer: parameters grow with the number of convs
+    sizes = [n_params(SimpleCNN([16, 32, 64, 128, 128][:n], [128, 64], head_pool=p))
+             for p in (1, 3) for n in range(1, 6)]
+    assert sizes[:5] == sorted(sizes[:5]) and sizes[5:] == sorted(sizes[5:])
+    with pytest.raises(ValueError, match="head_pool"):
+        SimpleCNN([8], [32], head_pool=0)
+
+
 def test_num_features_is_what_the_head_reads():
     for model in (VGGResNet(1, 4), VGGResNet(1, 4, stages=3), VGGResNet(2, 8, feature_block="transformer")):
         assert model.num_features == model.fc.in_features
