@@ -37,9 +37,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -57,6 +63,7 @@ import torch.nn.functional as F
 import course_utils
 from course_utils import data, metrics, viz
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
+from course_utils.budget import estimate_line
 from course_utils.loader import TensorLoader
 from course_utils.models.resnet import count_weighted_layers, reference_resnet
 from course_utils.train import evaluate, fit
@@ -77,6 +84,7 @@ cfg = course_utils.by_profile(
     cpu=dict(train_size=55_000, test_size=10_000, epochs=4, batch_size=128, lr=0.2),
     gpu=dict(train_size=55_000, test_size=10_000, epochs=15, batch_size=128, lr=0.2),
 )
+print(estimate_line("00"))
 cfg
 
 # %% [markdown]

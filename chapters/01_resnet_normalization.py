@@ -39,9 +39,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -60,6 +66,7 @@ from torch import nn
 
 import course_utils
 from course_utils import data, diagrams, experiments, metrics, viz
+from course_utils.budget import estimate_line
 from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, save_claims
 from course_utils.interpret.maps import gradcam
 from course_utils.io import atomic_torch_save
@@ -108,6 +115,7 @@ cfg = course_utils.by_profile(
              batch=dict(per_class=5500, steps=[7150, 21450], lr_per_128=0.1, sizes=[2, 8, 32, 128], judge=(8, 128),
                         seeds=[0, 1, 2])),  # 21,450 steps = 50 epochs at batch 128
 )
+print(estimate_line("01"))
 cfg
 
 # %% [markdown]

@@ -47,9 +47,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -65,6 +71,7 @@ from torch import nn
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
+from course_utils.budget import estimate_line
 from course_utils.claims import Arm, Budget, Claim, Comparison, save_claims
 from course_utils.features import pooled_features
 from course_utils.interpret.receptive import receptive_field_table
@@ -123,6 +130,7 @@ cfg = course_utils.by_profile(
              augment=dict(seeds=[0, 1, 2], mixup_alpha=0.2, long_epochs=30),
              simple=dict(per_class=1000, epochs=50, batch_size=32, lr=1e-3, seeds=[0, 1, 2])),
 )
+print(estimate_line("02"))
 cfg
 
 # %% [markdown]

@@ -45,9 +45,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -67,6 +73,7 @@ from torchvision.ops import deform_conv2d
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
+from course_utils.budget import estimate_line
 from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, save_claims
 from course_utils.intervals import format_difference
 from course_utils.datasets.pairs import PAIR_CHANGES, PAIR_LABELS, distort, distortion_params, make_pairs
@@ -101,6 +108,7 @@ cfg = course_utils.by_profile(
     gpu=dict(cnn=dict(per_class=6000, test_per_class=1000, epochs=[5, 10, 20]), pair=dict(train=4000, val=600, test=600, epochs=20),
              seeds=[0, 1, 2], batch=32, optim="adam", lr=1e-4, backend="torchvision"),
 )
+print(estimate_line("03"))
 cfg
 
 # %% [markdown]

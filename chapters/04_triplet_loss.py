@@ -41,9 +41,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -62,6 +68,7 @@ from torch import nn
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
+from course_utils.budget import estimate_line
 from course_utils.features import predict, train_linear_head
 from course_utils.io import atomic_torch_save
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip
@@ -104,6 +111,7 @@ cfg = course_utils.by_profile(
              seeds=[0, 1, 2, 3, 4], margin=0.2, lr=0.05, budgets=[5, 10, 20], sweep_seeds=[0, 1, 2], track=1000,
              workers=1),
 )
+print(estimate_line("04"))
 cfg
 
 # %% [markdown]

@@ -42,9 +42,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -61,6 +67,7 @@ import torch.nn.functional as F
 
 import course_utils
 from course_utils import data, experiments, metrics, viz
+from course_utils.budget import estimate_line
 from course_utils.claims import Arm, Budget, Claim, Comparison, forest_rows, save_claims
 from course_utils.intervals import format_difference
 from course_utils.augment import Compose, RandomCrop, RandomHorizontalFlip, TwoViews, byol_augment
@@ -104,6 +111,7 @@ cfg = course_utils.by_profile(
              ablation=dict(per_class=1000, epochs=10, batch_size=256)),
 )
 AUG = dict(crop_scale=(0.08, 1.0), jitter=0.4, p_jitter=0.8, p_flip=0.5, p_blur=0.5)  # the same in every profile
+print(estimate_line("05"))
 cfg
 
 # %% [markdown]

@@ -42,9 +42,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -61,6 +67,7 @@ import torch.nn.functional as F
 
 import course_utils
 from course_utils import experiments, viz
+from course_utils.budget import estimate_line
 from course_utils.datasets.canvas import GARMENT_GROUPS, FashionCanvas, pixel_counts, zipf_frequencies
 from course_utils.claims import Arm, Budget, Claim, Comparison, save_claims
 from course_utils.intervals import interval
@@ -102,6 +109,7 @@ cfg = course_utils.by_profile(
     gpu=dict(size=64, item_size=(40, 64), items=(1, 4), train=6000, test=1000, epochs=40, lr=1e-3, batch=32,
              seeds=[0, 1, 2], ablation_seeds=[0, 1, 2], workers=1),
 )
+print(estimate_line("06"))
 cfg
 
 # %% [markdown]

@@ -42,9 +42,15 @@ import importlib.util
 import subprocess
 import sys
 
-REPO = "https://github.com/course-authors/dl4cv"  # the address in _config.yml (a test keeps them equal)
+REPO = "https://github.com/course-authors/dl4cv"  # repository.url in _config.yml; a fork sets both (see Setup)
 if importlib.util.find_spec("course_utils") is None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"])
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"course_utils @ git+{REPO}@main"],
+                         capture_output=True, text=True)
+    if pip.returncode != 0:
+        reason = (pip.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise SystemExit(f"Could not install course_utils from {REPO}: {reason}\n"
+                         "Check the address (a fork sets its own: see the book's Setup page), or upload the "
+                         "course folder and run: pip install -e <folder>")
 
 import torch
 
@@ -63,6 +69,7 @@ from torch import nn
 
 import course_utils
 from course_utils import data, experiments, viz
+from course_utils.budget import estimate_line
 from course_utils.datasets.spurious import FashionDigits, build_test_sets, shortcut_scores
 from course_utils.features import linear_probe, pooled_features, predict, train_linear_head
 from course_utils.interpret.filters import (ablate_filters, ablation_effect, class_selectivity, max_responses,
@@ -104,6 +111,7 @@ cfg = course_utils.by_profile(
              seeds=[0, 1, 2, 3, 4], head_epochs=50, shift_step=4, shift_images=2000, evaluate=10000, occlusion=30, filters=10000,
              top=100, embed=3000, lr=0.05),
 )
+print(estimate_line("07"))
 cfg
 
 # %% [markdown]

@@ -29,8 +29,9 @@ this map lists every module and that the column matches the chapters' imports.
 | `losses` | every loss: triplet, segmentation (weighted CE, Dice, Poly-1), BYOL, mixup | 2, 4, 5, 6 |
 | `metrics` | classification and segmentation metrics (accuracy, F1, confusion, mIoU, AP) | 0, 1, 2, 3, 4, 5, 6 |
 | `optim` | optimisers with their schedules and the one decay/no-decay split | 2, 3, 4, 7 |
+| `budget` | `estimate_line` (a configuration cell's training FLOPs and their time on a Colab T4), `count_flops`, the dry-run ledger (`record_fit`, `summarize_ledger`) | 0, 1, 2, 3, 4, 5, 6, 7 |
 | `train` | the one training loop `fit`, `History`, `EarlyStopping`, `evaluate`, the `Snapshots` hook | 0, 1, 2, 3, 4 |
-| `recipes` | `train_classifier`, `train_segmenter`, `train_byol`: thin callers of `fit` | 1, 4, 5, 6, 7 |
+| `recipes` | `train_classifier`, `train_segmenter`, `train_byol`: thin callers of `fit`; `lockstep_sgd` (two models stepped side by side, to compare implementations) | 1, 4, 5, 6, 7 |
 | `features` | inference without training: `predict`, pooled features, probes (linear, kNN), batch-norm recalibration | 2, 4, 5, 6, 7 |
 | `summary` | how big a model is: `count_parameters`, `model_summary`, `profile_operators` | 1, 2, 3, 4, 5, 6, 7 |
 | `pretrain` | train a backbone once, keep it on disk, load it on later runs | 4, 5, 7 |

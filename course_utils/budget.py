@@ -116,17 +116,23 @@ def load_budgets(path: str | os.PathLike | None = None) -> dict:
 
 
 def estimate_line(chapter: str, profile: str | None = None, path: str | os.PathLike | None = None) -> str:
-    """One line for a chapter's configuration cell: the active profile's training FLOPs, the time they mean
-    on a Colab T4 at ``T4_SUSTAINED_FLOPS``, and the measured time of the ``cpu`` profile on 2 cores."""
+    """The lines a chapter's configuration cell prints: the active profile's training FLOPs and the time they
+    mean on a Colab T4 at ``T4_SUSTAINED_FLOPS``, the measured time of the ``cpu`` profile on 2 cores, and,
+    when the active profile is not ``gpu``, the same estimate for the full ``gpu`` experiment."""
     from course_utils.runtime import get_profile
 
     profile = get_profile(profile)
-    entry = load_budgets(path).get(chapter)
-    if entry is None or profile not in entry.get("flops", {}):
+    entry = load_budgets(path).get(chapter, {})
+    flops = entry.get("flops", {})
+    if profile not in flops:
         return (f"budget: no estimate recorded for chapter {chapter} under {profile!r} "
-                f"(python scripts/dry_run.py {chapter} --profile {profile} records one)")
-    flops = entry["flops"][profile]
+                f"(python scripts/dry_run.py {chapter} --profile {profile} --update records one)")
     cpu = entry.get("cpu_minutes")
     measured = f"; the cpu profile took {cpu:.0f} min on 2 CPU cores" if cpu is not None else ""
-    return (f"budget ({profile}): {format_flops(flops)} of training ≈ {_minutes(flops / T4_SUSTAINED_FLOPS)} on a "
-            f"Colab T4 at {T4_SUSTAINED_FLOPS / 1e12:.0f} TFLOP/s sustained{measured}")
+    lines = [f"budget ({profile}): {format_flops(flops[profile])} of training ≈ "
+             f"{_minutes(flops[profile] / T4_SUSTAINED_FLOPS)} on a Colab T4 at "
+             f"{T4_SUSTAINED_FLOPS / 1e12:.0f} TFLOP/s sustained{measured}"]
+    if profile != "gpu" and "gpu" in flops:
+        lines.append(f"budget (gpu, the full experiment): {format_flops(flops['gpu'])} of training ≈ "
+                     f"{_minutes(flops['gpu'] / T4_SUSTAINED_FLOPS)} on a Colab T4")
+    return "\n".join(lines)

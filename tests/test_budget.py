@@ -50,6 +50,18 @@ def test_estimate_line_for_the_active_profile(tmp_path):
     assert line.endswith("the cpu profile took 14 min on 2 CPU cores")
     assert "no estimate recorded" in estimate_line("05", profile="cpu", path=budgets)
     assert "scripts/dry_run.py 05 --profile cpu" in estimate_line("05", profile="cpu", path=budgets)
+    assert "\n" not in line  # under gpu: one line
+
+
+def test_estimate_line_adds_the_gpu_experiment_under_another_profile(tmp_path):
+    budgets = tmp_path / "budgets.json"
+    budgets.write_text(json.dumps({"01": {"flops": {"gpu": 30 * 60 * T4_SUSTAINED_FLOPS, "cpu": 1e12}}}))
+    first, second = estimate_line("01", profile="cpu", path=budgets).split("\n")
+    assert first == "budget (cpu): 1 TFLOP of training ≈ 0.0 min on a Colab T4 at 8 TFLOP/s sustained"
+    assert second == "budget (gpu, the full experiment): 14.4 PFLOP of training ≈ 30 min on a Colab T4"
+    only = json.dumps({"01": {"flops": {"cpu": 1e12}}})
+    budgets.write_text(only)
+    assert "\n" not in estimate_line("01", profile="cpu", path=budgets)
 
 
 def test_repeated_multiplies_the_recorded_steps(tmp_path):
