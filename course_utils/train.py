@@ -1,16 +1,15 @@
 """The one training loop, ``fit``, with its ``History``, ``EarlyStopping`` and ``evaluate``.
 
-``fit`` is what a student would write by hand (``zero_grad`` / ``backward`` / ``step`` in plain sight)
-plus what a hand-written loop usually lacks:
+``fit`` is what a student would write by hand (``zero_grad`` / ``backward`` / ``step`` in plain sight) plus:
 
 - a checkpoint written atomically after every epoch, from which ``fit`` resumes exactly;
 - early stopping on a validation metric, keeping the best weights;
 - a divergence guard: a NaN or infinite loss raises ``DivergenceError`` with the epoch and step;
 - the runtime's device for every training, mixed precision on CUDA, and the dry run's cap.
 
-What differs between kinds of training is passed in: the ``step`` (model, batch -> loss), an ``after_step``
-hook (BYOL's moving-average target) and an epoch ``monitor`` (a kNN probe, snapshots of predicted masks)
-whose values go into the epoch's record. The recipes that call ``fit`` are in ``recipes``.
+What differs between trainings is passed in: the ``step`` (model, batch -> loss), an ``after_step`` hook
+(BYOL's moving-average target) and an epoch ``monitor`` (a kNN probe, mask snapshots) whose values go into
+the epoch's record.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ class DivergenceError(RuntimeError):
 class History:
     """Per-epoch records: ``epoch``, ``train_loss``, ``train_<metric>``, ``val_loss``, ``val_<metric>``, what
     ``after_step`` and ``monitor`` returned, ``lr``, ``seconds`` and ``images_per_s``."""
-
     records: list[dict] = field(default_factory=list)
     stopped_early: bool = False
     best_epoch: int | None = None
@@ -63,7 +61,6 @@ class History:
     def to_frame(self):
         """The records as a pandas DataFrame, one row per epoch."""
         import pandas as pd
-
         return pd.DataFrame(self.records).set_index("epoch")
 
 
@@ -136,8 +133,11 @@ def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable = F.cro
             n += len(y)
             all_logits.append(logits.float().cpu())
             all_targets.append(y.cpu())
-    logits = torch.cat(all_logits)
-    return Evaluation(predicted_labels(logits), torch.cat(all_targets), total / max(n, 1), logits)
+    logits, targets = torch.cat(all_logits), torch.cat(all_targets)
+    if cap and isinstance(getattr(loader, "labels", None), torch.Tensor) and not loader.drop_last:
+        targets = loader.labels.cpu()  # a dry run: the batches computed, repeated to the real number of rows
+        logits = logits.repeat(-(-len(targets) // len(logits)), *[1] * (logits.ndim - 1))[:len(targets)]
+    return Evaluation(predicted_labels(logits), targets, total / max(n, 1), logits)
 
 
 def supervised_step(loss_fn: Callable) -> Callable:

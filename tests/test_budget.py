@@ -77,3 +77,25 @@ def test_repeated_multiplies_the_recorded_steps(tmp_path):
     with pytest.raises(ValueError, match="times >= 1"):
         with repeated(0):
             pass
+
+
+def test_the_front_page_times_are_the_recorded_ones():
+    """book/intro.md's chapter table shows budgets.json: the measured cpu minutes and the gpu estimate on a T4."""
+    from pathlib import Path
+
+    from course_utils.budget import load_budgets
+
+    budgets = load_budgets()
+    intro = (Path(__file__).resolve().parent.parent / "book" / "intro.md").read_text(encoding="utf-8")
+    header = next(line for line in intro.splitlines() if line.startswith("| # | chapter |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cpu_col, gpu_col = columns.index("`cpu` (min)"), columns.index("`gpu` on a T4 (min, estimated)")
+    rows = [line for line in intro.splitlines() if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert len(rows) == 8
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        ch = f"{int(cells[0]):02d}"
+        entry = budgets[ch]
+        assert float(cells[cpu_col]) == round(entry["cpu_minutes"], 1), f"chapter {ch}: cpu minutes"
+        t4 = entry["flops"]["gpu"] / T4_SUSTAINED_FLOPS / 60
+        assert cells[gpu_col] == (f"{t4:.0f}" if t4 >= 10 else f"{t4:.1f}"), f"chapter {ch}: gpu estimate"

@@ -287,7 +287,11 @@ def test_dry_run_caps_steps_epochs_and_evaluation(monkeypatch):
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False, verbose=False)
     assert len(h) == 2 and len(steps) == 4  # two epochs of two steps, though the loader has more batches
     assert len(seen) == 2 * 2  # each of the two evaluations read two batches
-    assert len(evaluate(model, Counting(x, y, 8)).targets) == 16
+    seen.clear()
+    ev = evaluate(model, Counting(x, y, 8))
+    assert len(seen) == 2  # two batches computed ...
+    assert len(ev.preds) == len(ev.targets) == len(ev.logits) == len(x)  # ... and repeated to the real shapes
+    assert torch.equal(ev.targets, y) and torch.equal(ev.preds[16:32], ev.preds[:16])
 
 
 def test_budget_ledger_records_the_counted_flops_of_the_full_run(monkeypatch, tmp_path):

@@ -76,6 +76,9 @@ class _AffineNorm(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} needs a floating-point input, got {x.dtype}; use x.float()")
 
+    def extra_repr(self) -> str:
+        return f"{self.num_channels}, eps={self.eps}, affine={self.affine}"
+
 
 def _one_value(x: torch.Tensor, values: int, per: str) -> None:
     """Raise as PyTorch does when statistics would be taken over a single value: the output would be ``beta``
@@ -89,9 +92,6 @@ def _empty_stats(x: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor
     """``(mean, invstd)`` of 0 and 1 for an input without elements: the output is empty and every gradient 0,
     as in PyTorch, instead of the ``nan`` statistics of zero values."""
     return x.new_zeros(rows, x.shape[1]), x.new_ones(rows, x.shape[1])
-
-    def extra_repr(self) -> str:
-        return f"{self.num_channels}, eps={self.eps}, affine={self.affine}"
 
 
 def _group_stats(x: torch.Tensor, groups: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

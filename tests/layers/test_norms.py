@@ -127,6 +127,15 @@ def test_reset_parameters_and_errors():
     assert isinstance(make_norm("none", 4), nn.Identity)
 
 
+def test_repr_shows_channels_and_eps():
+    ours, theirs = BatchNorm2d(6, eps=1e-3), nn.BatchNorm2d(6, eps=1e-3)
+    assert repr(ours) == "BatchNorm2d(6, eps=0.001, affine=True)"
+    assert repr(theirs).startswith("BatchNorm2d(6, eps=0.001, ")  # PyTorch's also lists momentum and tracking
+    for cls in (InstanceNorm2d, LayerNorm2d, BatchInstanceNorm2d):
+        assert repr(cls(6)) == f"{cls.__name__}(6, eps=1e-05, affine=True)"
+    assert repr(GroupNorm(8, num_groups=4)) == "GroupNorm(8, num_groups=4, eps=1e-05, affine=True)"
+
+
 def test_activations_by_name_or_callable():
     from course_utils.layers.norms import ACTIVATIONS, is_identity, make_act
 
