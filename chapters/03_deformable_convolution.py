@@ -510,7 +510,7 @@ fig.tight_layout()
 
 # %%
 trained = {}
-for seed in cfg["seeds"]:  # the deformable CNN of each seed at the largest budget, saved by run_cnn
+for seed in cnn_runs["seed"].unique():  # the deformable CNN of each seed at the largest budget, saved by run_cnn
     trained[seed] = TwoBlockCNN(deformable=True, backend=cfg["backend"]).eval()
     trained[seed].load_state_dict(torch.load(RUNS / f"deformable-cnn-s{seed}.pt", map_location="cpu", weights_only=True))
 untrained = TwoBlockCNN(deformable=True, backend=cfg["backend"]).eval()
@@ -562,7 +562,7 @@ images = cnn_tests["distorted"][0]
 x_dist = (images.float() / 255 - NORMALIZE["mean"]) / NORMALIZE["std"]
 on_garment = (images[:, 0] > 64).float()  # (N, 28, 28)
 fit_rows, fits = [], {}
-for seed in cfg["seeds"]:
+for seed in trained:
     for layer, A in grid_affines(trained[seed], x_dist, on_garment).items():
         scale, angle = affine_scale_angle(A)
         fits[seed, layer] = {"scale": scale.log2(), "angle": angle.rad2deg()}

@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from course_utils.budget import repeated
 from course_utils.io import atomic_write_text
 from course_utils.runtime import dry_run_steps
 
@@ -45,14 +46,15 @@ def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Cal
             one at a time on several threads of a CPU). Needs ``cache_dir`` and the ``fork`` start method
             (Linux, macOS); meant for CPUs, keep 1 on a GPU. Rows come back in the same order either way.
 
-    Under a dry run (``COURSE_DRY_RUN``) every run trains in this process (``workers`` is ignored), each for
-    the few steps the dry run allows, so the chapter's code after the grid sees every seed it expects.
+    Under a dry run (``COURSE_DRY_RUN``) only the first seed runs, in this process, and the FLOPs its trainings
+    record count once per seed (``budget.repeated``).
     """
     cache = Path(cache_dir) if cache_dir is not None else None
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if dry_run_steps():  # a few steps per run: no worker processes
-        workers = 1
+    repeat = 1
+    if dry_run_steps():  # a dry run trains the first seed of each config here, counted for every seed
+        seeds, workers, repeat = list(seeds)[:1], 1, len(seeds)
     in_workers = set()
     if workers > 1:
         if cache is None:
@@ -72,7 +74,8 @@ def run_grid(configs: Mapping[str, Mapping], seeds: Sequence[int], train_fn: Cal
                 cached = True
             else:
                 t0 = time.perf_counter()
-                result = dict(train_fn(config, seed))
+                with repeated(repeat):
+                    result = dict(train_fn(config, seed))
                 result.setdefault("run_seconds", time.perf_counter() - t0)
                 if path is not None:
                     atomic_write_text(path, json.dumps(result))
