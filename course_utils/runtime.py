@@ -11,8 +11,9 @@ A *profile* is one switch for the scale of every experiment:
 
 ``setup`` also decides the one device every training runs on (``current_device``), and
 ``COURSE_DRY_RUN=<steps>`` turns any profile into a *dry run*: every ``fit`` takes at most that many
-steps per epoch for at most two epochs and every evaluation reads at most that many batches, so a
-chapter's full configuration (models, shapes, data pipelines, loops, figures) is exercised in minutes.
+steps per epoch (at the real batch size) for at most two epochs, and every evaluation or inference computes
+its first batch cut to ``DRY_RUN_ROWS`` rows and repeats them to the real number of rows, so a chapter's full
+configuration (models, shapes, data pipelines, loops, figures) is exercised in minutes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 PROFILES = ("smoke", "cpu", "gpu")
 _ENV_VAR = "COURSE_PROFILE"
 _DRY_RUN_VAR = "COURSE_DRY_RUN"
+DRY_RUN_ROWS = 8  # rows an evaluation or inference computes under a dry run (then repeats to the real count)
 _DEVICE: torch.device | None = None  # what setup chose; None before setup
 
 
@@ -67,6 +69,11 @@ def dry_run_steps() -> int | None:
         raise ValueError(f"{_DRY_RUN_VAR} must be a positive number of steps (e.g. {_DRY_RUN_VAR}=2), got {value!r}; "
                          f"unset it for a real run.")
     return int(value)
+
+
+def dry_run_rows() -> int | None:
+    """Under a dry run, how many rows of its first batch an evaluation or inference computes (else ``None``)."""
+    return DRY_RUN_ROWS if dry_run_steps() else None
 
 
 def get_profile(profile: str | None = None) -> str:
@@ -177,5 +184,5 @@ def setup(seed: int = 0, profile: str | None = None, data_source: str | None = N
     return Runtime(profile=profile, device=device, seed=seed, provenance=line)
 
 
-__all__ = ["Config", "by_profile", "current_device", "dry_run_steps", "get_profile", "place_on_device", "PROFILES",
-           "Runtime", "seed_everything", "setup"]
+__all__ = ["Config", "DRY_RUN_ROWS", "PROFILES", "Runtime", "by_profile", "current_device", "dry_run_rows",
+           "dry_run_steps", "get_profile", "place_on_device", "seed_everything", "setup"]

@@ -31,7 +31,7 @@ from course_utils.budget import count_flops, record_fit
 from course_utils.hooks import eval_mode
 from course_utils.io import atomic_torch_save
 from course_utils.metrics import accuracy, predicted_labels
-from course_utils.runtime import dry_run_steps, place_on_device
+from course_utils.runtime import dry_run_rows, dry_run_steps, place_on_device
 
 Metric = Callable[[torch.Tensor, torch.Tensor], float]
 
@@ -122,10 +122,10 @@ def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable = F.cro
     each image and its mirror."""
     device = _device_of(model)
     all_logits, all_targets, total, n = [], [], 0.0, 0
-    cap = dry_run_steps()
+    rows = dry_run_rows()
     with eval_mode(model):
-        for x, y in itertools.islice(loader, cap) if cap else loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for x, y in itertools.islice(loader, 1) if rows else loader:  # a dry run: a few rows of the first batch
+            x, y = x[:rows].to(device, non_blocking=True), y[:rows].to(device, non_blocking=True)
             logits = model(x)
             if tta_flip:
                 logits = (logits + model(x.flip(3))) / 2
@@ -134,8 +134,8 @@ def evaluate(model: torch.nn.Module, loader: Iterable, loss_fn: Callable = F.cro
             all_logits.append(logits.float().cpu())
             all_targets.append(y.cpu())
     logits, targets = torch.cat(all_logits), torch.cat(all_targets)
-    if cap and isinstance(getattr(loader, "labels", None), torch.Tensor) and not loader.drop_last:
-        targets = loader.labels.cpu()  # a dry run: the batches computed, repeated to the real number of rows
+    if rows and isinstance(getattr(loader, "labels", None), torch.Tensor) and not loader.drop_last:
+        targets = loader.labels.cpu()  # a dry run: the rows computed, repeated to the real number of rows
         logits = logits.repeat(-(-len(targets) // len(logits)), *[1] * (logits.ndim - 1))[:len(targets)]
     return Evaluation(predicted_labels(logits), targets, total / max(n, 1), logits)
 

@@ -2,8 +2,8 @@
 
 Each chapter runs top to bottom in a fresh kernel with ``COURSE_DRY_RUN=<steps>``: the same models,
 shapes, data pipelines, loops, metrics and figures as the real profile, but every ``fit`` takes at most
-``--steps`` steps per epoch for at most two epochs and every evaluation reads at most ``--steps`` batches
-(``course_utils.runtime``). Nothing is written to the chapters, the runs or the results; a chapter whose
+``--steps`` steps per epoch (one by default) for at most two epochs, every evaluation or inference computes a
+few rows of its first batch, and a grid of runs trains its first seed only (``course_utils.runtime``). Nothing is written to the chapters, the runs or the results; a chapter whose
 configuration breaks (a shape, a missing data set, a batch that does not fit in memory) fails the run.
 
 Every ``fit`` also records the FLOPs of one step and the number of steps of the real run
@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("chapters", nargs="*", help="chapter numbers (default: all)")
     p.add_argument("--profile", default="gpu", choices=["smoke", "cpu", "gpu"])
-    p.add_argument("--steps", type=int, default=2, help="steps per epoch (and batches per evaluation) of each training")
+    p.add_argument("--steps", type=int, default=1, help="steps per epoch of each training (at most two epochs)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu hides any GPU; cuda needs one")
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     p.add_argument("--update", action="store_true", help=f"record the FLOPs in {BUDGETS_FILE.relative_to(ROOT)}")
