@@ -395,7 +395,7 @@ JUDGED = max([e for e in BUDGETS if fit_level[e] < 0.995] or [min(BUDGETS)])
 print(f"mean training accuracy of the better-fitting model by budget: {(100 * fit_level).round(2).to_dict()}; "
       f"C15 is judged at {JUDGED} epochs")
 
-# %%
+# %% tags=["full-width"]
 ACC = ["train acc", "clean acc", "distorted acc", "strongly distorted acc"]
 LOSS = ["train loss", "distorted loss"]
 judged = cnn_runs[cnn_runs["epochs"] == JUDGED].assign(variant=cnn_runs["model"])  # variant: regular / deformable
@@ -699,7 +699,7 @@ pair_runs = experiments.run_grid(
     {name: {"deformable_last_stage": d, "widths": list(w), **cfg["pair"], "optim": cfg["optim"], "lr": cfg["lr"]}
      for name, (w, d) in PAIR_VARIANTS.items()}, cfg["seeds"], run_pairs, cache_dir=RUNS)
 
-# %%
+# %% tags=["full-width"]
 y_pair_test = pair_test[1]
 changes = torch.tensor(PAIR_CHANGES)[y_pair_test]
 for k in range(7):

@@ -350,7 +350,7 @@ CONFIGS = {p: {"part": p, **{k: cfg[k] for k in ("task", "triplets", "epochs", "
            for p in PARTS}
 runs = experiments.run_grid(CONFIGS, cfg["seeds"], run_part, cache_dir=RUNS, workers=cfg["workers"])
 
-# %%
+# %% tags=["full-width"]
 COLS = ["train_acc", "test_acc", "recall@1", "active_triplets"]
 FROZEN, PLAIN = "1 frozen + linear", "plain classifier"
 s = experiments.summarize(runs, COLS)
@@ -370,7 +370,7 @@ experiments.format_mean_std(s, COLS)
 # one that contains 0 says these seeds cannot tell which way it goes. The two panels after the printed
 # lines draw the two Δ test_acc columns.
 
-# %%
+# %% tags=["full-width"]
 arms = {(part, m): Arm.from_rows(runs, part, m, scale=100) for part in PARTS for m in ("test_acc", "recall@1")}
 deltas = pd.DataFrame({f"Δ {m} vs {name} [95% CI]": {part: "—" if part == base else
                                                      format_difference(*arms[part, m].minus(arms[base, m]))
@@ -437,7 +437,7 @@ fig.tight_layout()
 # the batch-hard loss sees, and the fraction of anchors whose farthest positive is farther than their
 # nearest negative, `hard_ap>hard_an`).
 
-# %%
+# %% tags=["full-width"]
 margin = cfg["margin"]
 emb = {part: torch.load(RUNS / f"test-embedding-{part.split()[0]}-s{cfg['seeds'][0]}.pt", weights_only=True)
        for part in PARTS}
@@ -586,7 +586,7 @@ print("2b in the main table: test acc " + ", ".join(f"seed {sd} {main_2b[sd] * 1
 # six parts that fine-tune (all but 2c) were trained again at 2 and 10 epochs on the first three seeds
 # (the same seeds, so each budget is paired with the plain classifier at that budget).
 
-# %%
+# %% tags=["full-width"]
 SWEEP = ["2 triplets (random)", "3 triplet + BCE", PLAIN, "2b triplets (batch-hard)", "3b batch-hard + BCE"]
 name_at = {(p, e): p if e == cfg["epochs"] else f"{p} ({e} epochs)" for p in SWEEP for e in cfg["budgets"]}
 sweep = experiments.run_grid({name_at[p, e]: {**CONFIGS[p], "epochs": e} for p in SWEEP for e in cfg["budgets"]},

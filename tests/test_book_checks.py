@@ -2,7 +2,7 @@
 
 Each check of what the reader sees has a page that must fail it: mathematics with the typesetter removed
 (03_math_raw) or loaded from a CDN (04_math_cdn), two search boxes (05_two_search), an element wider than
-the main column (06_wide); 03_math, with the MathJax the book ships (inline, display, ``\\operatorname``,
+the main column (06_wide), a results table wider than the column and one whose cells wrap (07_tables); 03_math, with the MathJax the book ships (inline, display, ``\\operatorname``,
 ``aligned``, ``align`` with ``\\tag``), and 01_good, with a wide code cell, must pass them.
 """
 
@@ -69,8 +69,15 @@ def site(tmp_path):
         <p>text</p><button class="btn search-button-field">Search</button>"""))
     (html / "chapters" / "06_wide.html").write_text(page("Wide element", """
         <p>text</p><div style="width:1500px">a results table wider than the column</div>"""))
+    cells = "".join(f"<td>{v:.4f}</td>" for v in range(6))
+    (html / "chapters" / "07_tables.html").write_text(page("Unreadable tables", f"""
+        <div class="cell_output"><div style="overflow-x:auto">
+        <table><tr><th>variant</th>{cells * 8}</tr></table></div></div>
+        <div class="cell_output"><table style="width:300px"><tr><th style="width:60px">an ablation row whose name wraps
+        onto many lines</th><td>0.91</td></tr></table></div>"""))
     (html / "chapters" / "01_good.html").write_text(page("Good chapter", """
         <div class="cell_input"><div class="highlight"><pre style="overflow-x:auto">x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; </pre></div></div>
+        <div class="cell_output"><table><tr><th>variant</th><td>0.9120</td><td>0.8830</td></tr></table></div>
         <div class="cell_output"><div class="output stderr">UserWarning: only a warning</div>
         <img src="../_images/fig.png" width="120" height="90"></div>
         <a href="../index.html#top">home</a> <a href="#top">top</a> <a href="https://example.org/">outside</a>"""))
@@ -110,7 +117,7 @@ def test_pages_and_expected_figures(site):
     html, src = site
     assert [p.name for p in tb.pages(html)] == ["01_good.html", "02_bad.html", "03_math.html", "03_math_raw.html",
                                                  "04_math_cdn.html", "05_two_search.html", "06_wide.html",
-                                                 "index.html", "search.html"]
+                                                 "07_tables.html", "index.html", "search.html"]
     assert tb.notebook_images(html / "chapters" / "02_bad.html", html, src) == 2
     assert tb.notebook_images(html / "index.html", html, src) is None
 
@@ -148,6 +155,7 @@ def test_browser_finds_the_defects_and_passes_the_good_page(site, tmp_path, caps
     for bad, what in (("03_math_raw", "mathematics not typeset"), ("04_math_cdn", "mathematics not typeset"),
                       ("04_math_cdn", "math typesetter loaded from another host"),
                       ("05_two_search", "2 search boxes, not one"), ("06_wide", "main column overflows sideways"),
+                      ("07_tables", "2 results table(s) not readable at a glance"),
                       ("search.html", "no results for")):
         assert any(bad in f and what in f for f in fails), (bad, what, fails)
     names = [p.relative_to(html) for p in tb.pages(html)]
