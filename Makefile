@@ -75,7 +75,7 @@ test-book: book
 	$(PY) scripts/test_book.py
 
 dry-run: $(STAMP) data
-	$(PY) scripts/dry_run.py --profile gpu
+	$(PY) scripts/dry_run.py --profile gpu --jobs 2
 
 gpu-check: $(STAMP) data
 	timeout 600 $(PY) scripts/dry_run.py --profile gpu --device cuda --steps 5

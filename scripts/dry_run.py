@@ -25,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jupytext
@@ -55,8 +56,11 @@ def chapters(selected: list[str]) -> list[Path]:
     return paths
 
 
-def dry_run(path: Path, profile: str, steps: int, device: str, timeout: int, verbose: bool = False) -> dict:
-    """Execute one chapter as a dry run and return its summary (raises CellExecutionError if a cell fails)."""
+def dry_run(path: Path, profile: str, steps: int, device: str, timeout: int, verbose: bool = False,
+            threads: int | None = None) -> dict:
+    """Execute one chapter as a dry run and return its summary (raises CellExecutionError if a cell fails).
+
+    ``threads`` caps the kernel's CPU threads (``OMP_NUM_THREADS``), for chapters run side by side."""
     nb = jupytext.read(path)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells.append(nbformat.v4.new_code_cell(MEMORY_CELL))
@@ -66,8 +70,8 @@ def dry_run(path: Path, profile: str, steps: int, device: str, timeout: int, ver
            "COURSE_RESULTS_DIR": str(scratch / "results"), "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg"}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # the kernel inherits this process's environment
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     clock = {}
 
@@ -75,16 +79,13 @@ def dry_run(path: Path, profile: str, steps: int, device: str, timeout: int, ver
         clock["t"] = time.perf_counter()
 
     def executed(cell, cell_index, **_):
-        print(f"   cell {cell_index:3d} {time.perf_counter() - clock['t']:7.1f} s  {cell.source.splitlines()[0][:70]}",
-              flush=True)
+        print(f"   {path.name[:2]} cell {cell_index:3d} {time.perf_counter() - clock['t']:7.1f} s  "
+              f"{cell.source.splitlines()[0][:66]}", flush=True)
 
     hooks = dict(on_cell_start=started, on_cell_executed=executed) if verbose else {}
-    try:
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
-                       **hooks).execute()
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    # the kernel gets its own environment (this process's is left alone: chapters may run side by side)
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+                   **hooks).execute(env={**os.environ, **env})
     seconds = time.perf_counter() - start
     memory = {}
     for out in nb.cells[-1].get("outputs", []):
@@ -96,6 +97,13 @@ def dry_run(path: Path, profile: str, steps: int, device: str, timeout: int, ver
     timed = [r for r in records if r.get("seconds_per_step")]
     images_per_s = (sum(r["images_per_step"] for r in timed) / sum(r["seconds_per_step"] for r in timed)) if timed else None
     return {"chapter": path.name[:2], "seconds": seconds, **summary, "images_per_s": images_per_s, **memory}
+
+
+def _run_one(path: Path, args, threads: int | None) -> tuple[dict | None, str | None]:
+    try:
+        return dry_run(path, args.profile, args.steps, args.device, args.timeout, args.verbose, threads), None
+    except (CellExecutionError, DeadKernelError) as e:
+        return None, str(e).strip().splitlines()[-1]
 
 
 def report_line(r: dict) -> str:
@@ -120,6 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=int, default=900, help="seconds allowed per cell")
     p.add_argument("--update", action="store_true", help=f"record the FLOPs in {BUDGETS_FILE.relative_to(ROOT)}")
     p.add_argument("--verbose", action="store_true", help="print the time of every cell")
+    p.add_argument("--jobs", type=int, default=1, help="chapters run side by side, each kernel on cpus/jobs threads "
+                   "(CPU only; two small kernels on two cores finish sooner than one after the other)")
     p.add_argument("--check", action="store_true", help="fail if the recorded FLOPs differ from the counted ones")
     args = p.parse_args(argv)
     if args.device == "cuda":
@@ -129,13 +139,18 @@ def main(argv=None) -> int:
             raise SystemExit("--device cuda needs a CUDA GPU (torch.cuda.is_available() is False); use --device cpu")
     print(f"dry run: profile={args.profile}, {args.steps} steps per epoch, device={args.device}", flush=True)
     print(HEADER, flush=True)
+    if args.jobs < 1 or (args.jobs > 1 and args.device == "cuda"):
+        raise SystemExit("--jobs must be >= 1, and 1 on a GPU (the chapters would share its memory)")
     budgets, failed, stale = load_budgets(), [], []
-    for path in chapters(args.chapters):
-        try:
-            r = dry_run(path, args.profile, args.steps, args.device, args.timeout, args.verbose)
-        except (CellExecutionError, DeadKernelError) as e:
+    threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else None
+    paths = chapters(args.chapters)
+    with ThreadPoolExecutor(args.jobs) as pool:  # each job waits on its own kernel process
+        futures = [pool.submit(_run_one, p, args, threads) for p in paths]
+        results = [f.result() for f in futures]
+    for path, (r, error) in zip(paths, results):
+        if error is not None:
             failed.append(path.name)
-            print(f"{path.name[:2]} FAILED: {str(e).strip().splitlines()[-1]}", flush=True)
+            print(f"{path.name[:2]} FAILED: {error}", flush=True)
             continue
         print(report_line(r), flush=True)
         entry = budgets.setdefault(r["chapter"], {})

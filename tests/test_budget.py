@@ -1,6 +1,7 @@
 """Training budgets: counted FLOPs against hand counts, the ledger, and the configuration cell's line."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -99,3 +100,41 @@ def test_the_front_page_times_are_the_recorded_ones():
         assert float(cells[cpu_col]) == round(entry["cpu_minutes"], 1), f"chapter {ch}: cpu minutes"
         t4 = entry["flops"]["gpu"] / T4_SUSTAINED_FLOPS / 60
         assert cells[gpu_col] == (f"{t4:.0f}" if t4 >= 10 else f"{t4:.1f}"), f"chapter {ch}: gpu estimate"
+
+
+def test_dry_run_script_runs_chapters_side_by_side_each_in_its_own_environment(tmp_path):
+    """scripts/dry_run.py --jobs 2: two kernels at once, each with its own runs folder, ledger and thread cap."""
+    import importlib.util
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("dry_run_script", root / "scripts" / "dry_run.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    chapter = """# %%
+import os, torch
+from torch import nn
+from course_utils.loader import TensorLoader
+from course_utils.train import fit
+print("ENV", os.environ["COURSE_RUNS_DIR"], os.environ["OMP_NUM_THREADS"], os.environ["COURSE_DRY_RUN"])
+x, y = torch.randn(64, 3), torch.arange(64) % 2
+model = nn.Linear(3, 2, bias=False)
+fit(model, TensorLoader(x, y, 8), None, epochs=5, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+    progress=False, verbose=False)
+"""
+    paths = []
+    for name in ("91_one.py", "92_two.py"):
+        (tmp_path / name).write_text(chapter)
+        paths.append(tmp_path / name)
+    args = types.SimpleNamespace(profile="smoke", steps=1, device="cpu", timeout=120, verbose=False)
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda p: script._run_one(p, args, 1), paths))
+    assert [error for _, error in results] == [None, None]
+    for (r, _), path in zip(results, paths):
+        # each kernel wrote its own ledger: one training of 5 epochs x 8 steps in the real run, a forward and a
+        # backward (the weight's gradient only) of 2*B*D*K FLOPs each
+        assert r["chapter"] == path.name[:2] and r["trainings"] == 1 and r["steps"] == 40
+        assert r["flops"] == 40 * 2 * (2 * 8 * 3 * 2)
+    assert "COURSE_DRY_RUN" not in os.environ and "COURSE_BUDGET_FILE" not in os.environ  # only the kernels had them
