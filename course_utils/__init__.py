@@ -8,8 +8,8 @@ this map lists every module and that the column matches the chapters' imports.
 | module | what it holds | chapters |
 |---|---|---|
 | `runtime` | `setup()` (seeds, device, profile, provenance line), `by_profile` (a `Config` shown one key per line), `get_profile`, `seed_everything` | 0, 1, 2, 3, 4, 5, 6, 7 |
-| `io` | atomic file writes: a file is absent or complete, never half-written | 1, 2, 3, 4, 5, 6, 7 |
-| `hooks` | context managers that change a model for a while and restore it: `eval_mode`, `train_mode`, `capture_output`, `forward_hooks`, `dry_run` | — |
+| `io` | atomic file writes: a file is absent or complete, never half-written | 1, 2, 3, 4, 6, 7 |
+| `hooks` | context managers that change a model for a while and restore it: `eval_mode`, `train_mode`, `capture_output`, `forward_hooks`, `dry_run` | 7 |
 | `data` | find, verify and load Fashion-MNIST and the digits; seeded splits and subsets; `normalize` | 0, 1, 2, 3, 4, 5, 6, 7 |
 | `loader` | `TensorLoader` (batches from tensors in memory, batched augmentation) and `MixupLoader` | 0, 1, 2, 3, 4, 7 |
 | `augment` | every batched transform, with one affine `warp`: crop, flip, affine, BYOL's views, mixup | 0, 1, 2, 4, 5 |
@@ -32,15 +32,16 @@ this map lists every module and that the column matches the chapters' imports.
 | `budget` | `estimate_line` (a configuration cell's training FLOPs and their time on a Colab T4), `count_flops`, the dry-run ledger (`record_fit`, `summarize_ledger`) | 0, 1, 2, 3, 4, 5, 6, 7 |
 | `train` | the one training loop `fit`, `History`, `EarlyStopping`, `evaluate`, the `Snapshots` hook | 0, 1, 2, 3, 4 |
 | `recipes` | `train_classifier`, `train_segmenter`, `train_byol`: thin callers of `fit`; `lockstep_sgd` (two models stepped side by side, to compare implementations) | 1, 4, 5, 6, 7 |
-| `features` | inference without training: `predict`, pooled features, probes (linear, kNN), batch-norm recalibration | 2, 4, 5, 6, 7 |
+| `features` | inference without training: `predict`, pooled features, probes (linear, kNN), class separation in PCA / t-SNE maps, batch-norm recalibration | 2, 4, 5, 6, 7 |
 | `summary` | how big a model is: `count_parameters`, `model_summary`, `profile_operators` | 1, 2, 3, 4, 5, 6, 7 |
-| `pretrain` | train a backbone once, keep it on disk, load it on later runs | 4, 5, 7 |
+| `pretrain` | train a backbone once, keep it on disk (with its states during training), load it on later runs | 4, 5, 7 |
 | `experiments` | configurations x seeds with finished runs kept on disk; summaries over seeds | 1, 2, 3, 4, 5, 6, 7 |
 | `intervals` | the statistics of a verdict: 95% intervals of mean differences (scipy.stats) | 2, 3, 4, 5, 6, 7 |
 | `claims` | claims with declared tests, their verdicts, and the result files with the data | 1, 2, 3, 4, 5, 6, 7 |
 | `reproduction` | renders `book/reproduction.md` and its forest plots from the result files | — |
 | `viz` | figures of data and results: curves, images, confusion matrices, embeddings, masks, forest plots | 0, 1, 2, 3, 4, 5, 6, 7 |
-| `diagrams` | drawings that explain an idea: which axes a norm averages over, the hourglass | 1, 6 |
+| `diagrams` | drawings that explain an idea: which axes a norm averages over, BYOL's two branches, the hourglass | 1, 5, 6 |
+| `segfigures` | figures of segmentation results: loss curves of several runs, per-class precision-recall curves with AP | 6 |
 | `interpret.maps` | CAM, Grad-CAM (via `grad-cam`), occlusion sensitivity | 1, 7 |
 | `interpret.receptive` | receptive fields: computed layer by layer and measured by gradients | 2, 7 |
 | `interpret.filters` | top-activating patches, class selectivity, filter ablation | 7 |

@@ -1,5 +1,5 @@
-"""Diagrams that explain an idea rather than show data: which activations a norm averages over (chapter 1)
-and the stacked hourglass with its skips (chapter 6). Each returns its figure.
+"""Diagrams that explain an idea rather than show data: which activations a norm averages over (chapter 1),
+BYOL's two branches (chapter 5) and the stacked hourglass with its skips (chapter 6). Each returns its figure.
 """
 
 from __future__ import annotations
@@ -85,4 +85,61 @@ def draw_hourglass(stacks: int = 2, depth: int = 3):
     return fig
 
 
-__all__ = ["draw_hourglass", "plot_norm_axes"]
+BYOL_BOXES = {  # name: (x, y, text, colour); online branch on top, target branch below
+    "image": (0.4, 1.0, "image $x$", "0.85"),
+    "view1": (1.9, 2.0, "view $v$\n$t(x)$", "0.85"),
+    "view2": (1.9, 0.0, "view $v'$\n$t'(x)$", "0.85"),
+    "online backbone": (3.6, 2.0, "backbone\n$f_\\theta$", "#a6c8e8"),
+    "online projector": (5.3, 2.0, "projector\n$g_\\theta$", "#a6c8e8"),
+    "predictor": (7.0, 2.0, "predictor\n$q_\\theta$", "#a6c8e8"),
+    "target backbone": (3.6, 0.0, "backbone\n$f_\\xi$", "#f3c49b"),
+    "target projector": (5.3, 0.0, "projector\n$g_\\xi$", "#f3c49b"),
+    "stop-gradient": (7.0, 0.0, "stop-gradient\n(sg)", "0.92"),
+    "loss": (8.9, 1.0, "loss\n$\\|\\bar q_\\theta(z_\\theta) - \\bar z'_\\xi\\|_2^2$", "#c9e4c5"),
+}
+
+
+def draw_byol():
+    """BYOL's two branches (Grill et al. 2020, Fig. 2): two views of an image; the online network (backbone,
+    projector, predictor; trained by gradients) predicts the target network's projection of the other view;
+    the target (backbone, projector; no predictor) gets no gradient and follows the online weights by a moving
+    average. Each box is a text artist with ``gid`` = its name in ``BYOL_BOXES``; returns the figure."""
+    fig, ax = plt.subplots(figsize=(9.6, 3.6))
+    w, h = 1.25, 0.8
+    for name, (x, y, text, color) in BYOL_BOXES.items():
+        ax.text(x, y, text, ha="center", va="center", fontsize=8, gid=name,
+                bbox=dict(boxstyle="round,pad=0.35", fc=color, ec="0.3", lw=0.8))
+
+    def arrow(a, b, color="0.3", style="-|>", rad=0.0, **kw):
+        (xa, ya), (xb, yb) = a, b
+        ax.add_patch(FancyArrowPatch((xa, ya), (xb, yb), arrowstyle=style, mutation_scale=10, color=color, lw=1.0,
+                                     connectionstyle=f"arc3,rad={rad}", **kw))
+
+    box = {name: (x, y) for name, (x, y, _, _) in BYOL_BOXES.items()}
+    arrow((box["image"][0] + 0.45, 1.15), (box["view1"][0] - 0.55, 1.85))
+    arrow((box["image"][0] + 0.45, 0.85), (box["view2"][0] - 0.55, 0.15))
+    for row, names in ((2.0, ("view1", "online backbone", "online projector", "predictor")),
+                       (0.0, ("view2", "target backbone", "target projector", "stop-gradient"))):
+        for a, b in zip(names, names[1:]):
+            arrow((box[a][0] + w / 2, row), (box[b][0] - w / 2, row))
+    arrow((box["predictor"][0] + w / 2, 2.0), (box["loss"][0] - 0.3, 1.35))
+    arrow((box["stop-gradient"][0] + w / 2 + 0.2, 0.0), (box["loss"][0] - 0.3, 0.65))
+    ax.text(5.3 - 0.8, 2.75, "online network $\\theta$: trained by gradient descent", fontsize=8, color="#2a5d8f",
+            ha="center", gid="online label")
+    ax.text(5.3 - 0.8, -0.8, "target network $\\xi$: no gradient, no predictor", fontsize=8, color="#a3561a",
+            ha="center", gid="target label")
+    arrow((4.45, 1.55), (4.45, 0.45), color="#a3561a", style="-|>", ls="--")
+    ax.text(4.55, 1.0, "moving average\n$\\xi \\leftarrow \\tau\\xi + (1-\\tau)\\theta$", fontsize=7.5,
+            va="center", color="#a3561a", gid="EMA")
+    ax.text(8.9, 2.2, "gradients flow back\nthrough the online branch only", fontsize=7, ha="center", color="0.35")
+    ax.text(8.9, -0.2, "symmetrised: swap $v$ and $v'$\nand add the two losses", fontsize=7, ha="center",
+            color="0.35")
+    ax.set_xlim(-0.4, 10.1)
+    ax.set_ylim(-1.1, 3.1)
+    ax.axis("off")
+    ax.set_title("BYOL: the online network predicts the target's projection of the other view", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["BYOL_BOXES", "draw_byol", "draw_hourglass", "plot_norm_axes"]

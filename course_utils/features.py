@@ -32,7 +32,7 @@ from course_utils.hooks import eval_mode, train_mode
 from course_utils.loader import TensorLoader
 from course_utils.metrics import segmentation_report
 from course_utils.optim import sgd_one_cycle
-from course_utils.runtime import dry_run_steps
+from course_utils.runtime import dry_run_rows, dry_run_steps
 from course_utils.train import fit
 
 
@@ -59,15 +59,15 @@ def predict(model: nn.Module, data: torch.Tensor | Iterable, *, batch_size: int 
             ``batch_size``) or a loader yielding ``(x, y)`` (then ``batch_size``, ``mean``, ``std`` are unused).
         forward: what to compute from a batch, e.g. ``lambda x: model.forward_features(x).mean((2, 3))``.
 
-    Under a dry run (``COURSE_DRY_RUN``) only the first batches are computed and repeated to ``N`` rows.
+    Under a dry run (``COURSE_DRY_RUN``) a few rows of the first batch are computed and repeated to ``N`` rows.
     """
     forward = model if forward is None else forward
-    device, cap, outs, n = _device_of(model), dry_run_steps(), [], 0
+    device, rows, outs, n = _device_of(model), dry_run_rows(), [], 0
     with eval_mode(model), torch.no_grad():
         for i, (x, _) in enumerate(_batches(data, batch_size, mean, std)):
             n += len(x)
-            if cap is None or i < cap:  # a dry run computes `cap` batches and repeats them: the real shapes
-                outs.append(forward(x.to(device)).float().cpu())
+            if rows is None or i == 0:  # a dry run computes a few rows of the first batch and repeats them
+                outs.append(forward(x[:rows].to(device)).float().cpu())
     out = torch.cat(outs)
     return out if len(out) == n else out.repeat(-(-n // len(out)), *[1] * (out.ndim - 1))[:n]
 
@@ -214,6 +214,40 @@ def train_linear_head(features: torch.Tensor, labels: torch.Tensor, out_features
     return head.eval()
 
 
+def class_separation(features: torch.Tensor, labels: torch.Tensor, k: int = 10, seed: int = 0,
+                     spaces: Iterable[str] = ("features", "PCA", "t-SNE")) -> tuple[dict, dict]:
+    """How well classes separate in ``(N, D)`` features and in their 2-D PCA and t-SNE maps: one number per space.
+
+    The features are standardised per dimension; the maps are ``viz.project_2d`` of them (seeded). In each
+    space, the even-indexed points vote for the odd-indexed ones: ``knn`` is the accuracy of a Euclidean
+    ``k``-nearest-neighbour classifier (scikit-learn) of held-out points; ``silhouette`` is scikit-learn's
+    silhouette score of all points (from -1 to 1, higher when classes form compact, apart groups).
+    Returns ``(scores, maps)``: ``{"knn <space>": ..., "silhouette <space>": ...}`` and ``{space: (N, 2)}``.
+    """
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from course_utils.viz import project_2d
+
+    x, y = torch.as_tensor(features).double(), np.asarray(torch.as_tensor(labels).cpu())
+    if x.ndim != 2 or len(x) != len(y) or len(np.unique(y)) < 2:
+        raise ValueError(f"features must be (N, D) with N labels of at least 2 classes, got {tuple(x.shape)}, "
+                         f"{len(y)} labels")
+    x = ((x - x.mean(0)) / (x.std(0) + 1e-8)).numpy()
+    bank, query = np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1
+    scores, maps = {}, {}
+    for space in spaces:
+        if space not in ("features", "PCA", "t-SNE"):
+            raise ValueError(f"spaces are 'features', 'PCA' and 't-SNE', got {space!r}")
+        xy = x if space == "features" else project_2d(x, "pca" if space == "PCA" else "tsne", seed=seed)
+        if space != "features":
+            maps[space] = xy
+        knn = KNeighborsClassifier(n_neighbors=min(k, int(bank.sum()))).fit(xy[bank], y[bank])
+        scores[f"knn {space}"] = float((knn.predict(xy[query]) == y[query]).mean())
+        scores[f"silhouette {space}"] = float(silhouette_score(xy, y))
+    return scores, maps
+
+
 @dataclass
 class KNNProbe:
     """Watch a BYOL model during training: kNN accuracy of its backbone features, and the collapse check.
@@ -241,5 +275,5 @@ class KNNProbe:
                 "collapse_std": embedding_std(z.cpu())}
 
 
-__all__ = ["KNNProbe", "embedding_std", "evaluate_segmenter", "knn_accuracy", "knn_predict", "linear_probe",
+__all__ = ["KNNProbe", "class_separation", "embedding_std", "evaluate_segmenter", "knn_accuracy", "knn_predict", "linear_probe",
            "pooled_features", "predict", "predict_proba", "recalibrate_batchnorm", "train_linear_head"]

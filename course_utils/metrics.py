@@ -177,30 +177,25 @@ def mean_iou(pred, target, num_classes: int) -> float:
     return iou_per_class(pred, target, num_classes).nanmean().item()
 
 
-def _average_precision(score: torch.Tensor, positive: torch.Tensor) -> float:
-    """AP = ``sum_n (R_n - R_{n-1}) P_n`` over the distinct thresholds, highest first (scikit-learn's definition)."""
+def _precision_recall(score: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precision and recall at each distinct threshold of ``score``, highest first (one point per tie group)."""
     order = torch.argsort(score, descending=True, stable=True)
     s, y = score[order], positive[order].double()
     tps = torch.cumsum(y, 0)
     fps = torch.cumsum(1 - y, 0)
     last = torch.cat([torch.nonzero(s[1:] != s[:-1]).squeeze(1), torch.tensor([len(s) - 1])])  # end of each tie
     tp, fp = tps[last], fps[last]
-    precision, recall = tp / (tp + fp), tp / tp[-1]
+    return tp / (tp + fp), tp / tp[-1]
+
+
+def _average_precision(score: torch.Tensor, positive: torch.Tensor) -> float:
+    """AP = ``sum_n (R_n - R_{n-1}) P_n`` over the distinct thresholds, highest first (scikit-learn's definition)."""
+    precision, recall = _precision_recall(score, positive)
     return ((recall - torch.cat([recall.new_zeros(1), recall[:-1]])) * precision).sum().item()
 
 
-def average_precision_per_class(scores, target, max_pixels: int | None = None, seed: int = 0) -> torch.Tensor:
-    """Per-class average precision over pixels: class ``c`` ranks all pixels by ``scores[:, c]``.
-
-    Args:
-        scores: ``(B, K, ...)`` per-pixel class scores; pass probabilities (softmax of the logits): AP ranks
-            pixels by one class's score, and raw logits rank them differently.
-        target: ``(B, ...)`` labels ``0..K-1``.
-        max_pixels: if set, use this many pixels drawn uniformly without replacement (seeded), the same
-            pixels for every class, so a large test set needs neither sort nor memory over all its pixels.
-    Returns:
-        ``(K,)`` float64; ``nan`` for a class without positive pixels (its AP is undefined).
-    """
+def _pixel_scores(scores, target, max_pixels: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(n, K)`` scores and ``(n,)`` labels of all pixels, or of ``max_pixels`` drawn at random (seeded)."""
     scores, target = torch.as_tensor(scores), torch.as_tensor(target)
     if scores.ndim != target.ndim + 1 or scores.shape[:1] + scores.shape[2:] != target.shape:
         raise ValueError(f"scores must be (B, K, ...) and target (B, ...), got {tuple(scores.shape)} and "
@@ -219,13 +214,30 @@ def average_precision_per_class(scores, target, max_pixels: int | None = None, s
         keep = torch.randperm(labels.numel(), generator=torch.Generator().manual_seed(seed))[:max_pixels]
         b, i = keep // labels.shape[1], keep % labels.shape[1]
         sample, labels = per_image[b, :, i], labels[b, i]
-    labels = labels.reshape(-1)
+    if sample is None:
+        sample = per_image.movedim(1, 2).reshape(-1, K)
+    return sample, labels.reshape(-1)
+
+
+def average_precision_per_class(scores, target, max_pixels: int | None = None, seed: int = 0) -> torch.Tensor:
+    """Per-class average precision over pixels: class ``c`` ranks all pixels by ``scores[:, c]``.
+
+    Args:
+        scores: ``(B, K, ...)`` per-pixel class scores; pass probabilities (softmax of the logits): AP ranks
+            pixels by one class's score, and raw logits rank them differently.
+        target: ``(B, ...)`` labels ``0..K-1``.
+        max_pixels: if set, use this many pixels drawn uniformly without replacement (seeded), the same
+            pixels for every class, so a large test set needs neither sort nor memory over all its pixels.
+    Returns:
+        ``(K,)`` float64; ``nan`` for a class without positive pixels (its AP is undefined).
+    """
+    per_pixel, labels = _pixel_scores(scores, target, max_pixels, seed)
+    K = per_pixel.shape[1]
     ap = torch.full((K,), float("nan"), dtype=torch.float64)
     for c in range(K):
         positive = labels == c
         if positive.any():
-            score = per_image[:, c].reshape(-1) if sample is None else sample[:, c]
-            ap[c] = _average_precision(score, positive)
+            ap[c] = _average_precision(per_pixel[:, c], positive)
     return ap
 
 
@@ -237,6 +249,17 @@ def mean_average_precision(scores, target, max_pixels: int | None = None, seed: 
 def worst_group_ap(scores, target, max_pixels: int | None = None, seed: int = 0) -> float:
     """Worst-group AP (WGAP): the minimum of ``average_precision_per_class`` over the classes with positive pixels."""
     return _nanmin(average_precision_per_class(scores, target, max_pixels, seed))
+
+
+def precision_recall_curves(scores, target, max_pixels: int | None = None, seed: int = 0) -> list:
+    """Per class, the ``(precision, recall)`` tensors of its precision-recall curve (``None`` without positives).
+
+    The points behind ``average_precision_per_class`` (same pixels, same ``max_pixels`` sample): one point per
+    distinct score, highest first, so AP is the area under the step curve, ``sum_n (R_n - R_{n-1}) P_n``.
+    """
+    per_pixel, labels = _pixel_scores(scores, target, max_pixels, seed)
+    return [_precision_recall(per_pixel[:, c], labels == c) if (labels == c).any() else None
+            for c in range(per_pixel.shape[1])]
 
 
 def _nanmin(x: torch.Tensor) -> float:
@@ -254,5 +277,6 @@ def segmentation_report(scores, target, max_pixels: int | None = None, seed: int
 
 
 __all__ = ["accuracy", "active_triplet_fraction", "average_precision_per_class", "confusion_matrix", "distance_summary",
-           "f1_scores", "macro_f1", "mean_average_precision", "mean_iou", "micro_f1", "predicted_labels", "recall_at_k",
+           "f1_scores", "macro_f1", "mean_average_precision", "mean_iou", "micro_f1", "precision_recall_curves", "predicted_labels",
+           "recall_at_k",
            "segmentation_report", "triplet_distances", "worst_group_ap"]

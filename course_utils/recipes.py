@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.augment import TwoViews
-from course_utils.features import predict_proba
+from course_utils.features import predict, predict_proba
 from course_utils.loader import TensorLoader
 from course_utils.losses import symmetric_byol_loss
 from course_utils.models.byol import BYOL, byol_tau
@@ -71,7 +71,8 @@ def train_classifier(model: torch.nn.Module, train_data: tuple, val_data: tuple 
                      label_smoothing: float = 0.0, augment=None, mean: float | None = None,
                      std: float | None = None, metrics: dict[str, Metric] | None = None,
                      early_stopping: EarlyStopping | None = None, checkpoint=None, progress: bool | None = None,
-                     verbose: bool = True, steps_per_epoch: int | None = None) -> History:
+                     verbose: bool = True, steps_per_epoch: int | None = None, monitor: Callable | None = None,
+                     monitor_before: bool = False) -> History:
     """The course's classification recipe around ``fit``: in-memory loaders, SGD + one-cycle, cross-entropy.
 
     Args:
@@ -81,6 +82,7 @@ def train_classifier(model: torch.nn.Module, train_data: tuple, val_data: tuple 
         steps_per_epoch: an epoch of exactly this many optimizer steps, the batches continuing through the
             reshuffled passes over the data, instead of one pass; the run then takes ``epochs * steps_per_epoch``
             steps whatever the batch size (equal budgets in steps need not be whole passes).
+        monitor, monitor_before: passed to ``fit`` (e.g. a ``pretrain.StateRecorder`` keeping states by epoch).
     """
     train = TensorLoader(*train_data, batch_size, shuffle=True, augment=augment, drop_last=len(train_data[1]) > batch_size,
                          seed=seed, mean=mean, std=std)
@@ -90,7 +92,8 @@ def train_classifier(model: torch.nn.Module, train_data: tuple, val_data: tuple 
     optimizer, scheduler = sgd_one_cycle(model, lr, epochs * len(train), weight_decay)
     loss_fn = (lambda logits, y: F.cross_entropy(logits, y, label_smoothing=label_smoothing)) if label_smoothing else F.cross_entropy
     return fit(model, train, val, epochs=epochs, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn,
-               metrics=metrics, checkpoint=checkpoint, early_stopping=early_stopping, progress=progress, verbose=verbose)
+               metrics=metrics, checkpoint=checkpoint, early_stopping=early_stopping, progress=progress, verbose=verbose,
+               monitor=monitor, monitor_before=monitor_before)
 
 
 class SegmentationRun(NamedTuple):
@@ -104,7 +107,8 @@ class SegmentationRun(NamedTuple):
 def train_segmenter(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, *, epochs: int,
                     loss_fn: Callable, lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 32,
                     seed: int = 0, watch: torch.Tensor | None = None, checkpoint=None, channels_last: bool = True,
-                    progress: bool | None = False, verbose: bool = False) -> SegmentationRun:
+                    progress: bool | None = False, verbose: bool = False,
+                    val: tuple[torch.Tensor, torch.Tensor] | None = None) -> SegmentationRun:
     """The segmentation recipe around ``fit``: ``(N, C, H, W)`` images, ``(N, H, W)`` masks, Adam + one-cycle.
 
     Args:
@@ -113,6 +117,7 @@ def train_segmenter(model: torch.nn.Module, images: torch.Tensor, masks: torch.T
         watch: ``(n, C, H, W)`` images whose predicted masks are kept after every epoch (in the checkpoint too).
         channels_last: convert the model and the batches to ``torch.channels_last`` (faster convolutions on a
             CPU: 1.2x for the hourglass, measured; the results are the same up to float rounding).
+        val: ``(images, masks)`` held out: ``loss_fn`` on them (eval mode) after every epoch, as ``val_loss``.
     The model is left in eval mode.
     """
     if channels_last:
@@ -120,12 +125,29 @@ def train_segmenter(model: torch.nn.Module, images: torch.Tensor, masks: torch.T
     loader = TensorLoader(images, masks, batch_size, shuffle=True, drop_last=len(images) > batch_size, seed=seed,
                           channels_last=channels_last)
     optimizer, scheduler = adam_one_cycle(model.parameters(), lr, epochs * len(loader), weight_decay)
-    snapshot = None if watch is None else lambda m: {"snapshot": predict_proba(m, watch).argmax(1).to(torch.uint8)}
+    snapshot = None if watch is None and val is None else _segmentation_monitor(watch, val, loss_fn, batch_size)
     history = fit(model, loader, epochs=epochs, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn, metrics={},
                   monitor=snapshot, checkpoint=checkpoint, progress=progress, verbose=verbose)
     model.eval()
     snapshots = [r.pop("snapshot") for r in history.records if "snapshot" in r]
     return SegmentationRun(history, torch.stack(snapshots) if snapshots else torch.empty(0, dtype=torch.uint8))
+
+
+def _segmentation_monitor(watch: torch.Tensor | None, val: tuple | None, loss_fn: Callable,
+                          batch_size: int) -> Callable:
+    """The epoch monitor of ``train_segmenter``: the watched images' labels and the held-out loss."""
+    if val is not None and len(val[0]) != len(val[1]):
+        raise ValueError(f"val must be (images, masks) of equal length, got {len(val[0])} and {len(val[1])}")
+
+    @torch.no_grad()
+    def monitor(model: nn.Module) -> dict:
+        record = {}
+        if watch is not None:
+            record["snapshot"] = predict_proba(model, watch).argmax(1).to(torch.uint8)
+        if val is not None:  # eval mode, on the CPU (``predict``)
+            record["val_loss"] = float(loss_fn(predict(model, val[0], batch_size=batch_size), val[1].cpu()))
+        return record
+    return monitor
 
 
 def train_byol(model: BYOL, images: torch.Tensor, *, epochs: int, batch_size: int, lr: float, augment,

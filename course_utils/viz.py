@@ -155,10 +155,17 @@ def project_2d(features, method: str = "pca", seed: int = 0) -> np.ndarray:
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 
-def plot_embeddings(panels: dict, labels, class_names: Sequence[str] | None = None, size: float = 3.0):
-    """Scatter plots of 2-D projections: ``panels = {title: (N, 2) array}``, points coloured by ``labels``."""
+def plot_embeddings(panels: dict, labels, class_names: Sequence[str] | None = None, size: float = 3.0,
+                    ncols: int | None = None):
+    """Scatter plots of 2-D projections: ``panels = {title: (N, 2) array}``, points coloured by ``labels``;
+    ``ncols`` panels per row (default: all in one row)."""
     labels = np.asarray(torch.as_tensor(labels).cpu())
-    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
+    ncols = ncols or len(panels)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    axes = axes.reshape(1, -1)
     for ax, (title, xy) in zip(axes[0], panels.items()):
         for c in np.unique(labels):
             sel = labels == c

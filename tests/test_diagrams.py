@@ -46,3 +46,22 @@ def test_draw_hourglass_draws_one_bar_per_level_and_a_skip_per_level(stacks, dep
     assert [f"hourglass module {s + 1}" in texts for s in range(stacks)] == [True] * stacks
     assert ax.get_title().startswith(f"Hourglass({stacks}, width)")
     _close()
+
+
+def test_draw_byol_labels_both_branches_the_stop_gradient_the_ema_and_the_loss():
+    fig = diagrams.draw_byol()
+    (ax,) = fig.axes
+    boxes = {t.get_gid(): t for t in ax.texts if t.get_gid() in diagrams.BYOL_BOXES}
+    assert set(boxes) == set(diagrams.BYOL_BOXES)  # every box drawn, each once
+    assert all(t.get_bbox_patch() is not None for t in boxes.values())  # as boxes, not loose text
+    text = {gid: t.get_text() for gid, t in boxes.items()}
+    assert "predictor" in text["predictor"] and "theta" in text["predictor"]
+    assert "xi" in text["target backbone"] and "xi" in text["target projector"]
+    assert "stop-gradient" in text["stop-gradient"]
+    online_y = {boxes[k].get_position()[1] for k in ("online backbone", "online projector", "predictor")}
+    target_y = {boxes[k].get_position()[1] for k in ("target backbone", "target projector", "stop-gradient")}
+    assert len(online_y) == len(target_y) == 1 and online_y != target_y  # two rows: the two branches
+    ema = next(t.get_text() for t in ax.texts if t.get_gid() == "EMA")
+    assert "moving average" in ema and "tau" in ema
+    assert sum(1 for p in ax.patches) >= 9  # arrows: image -> views, along both rows, into the loss, the EMA
+    _close()

@@ -216,5 +216,36 @@ def test_predict_under_a_dry_run_computes_few_batches_and_keeps_the_shape(monkey
     monkeypatch.setenv("COURSE_DRY_RUN", "2")
     calls.clear()
     dry = predict(model, images, batch_size=5)
-    assert dry.shape == full.shape == (23, 3) and calls == [5, 5]
-    assert torch.equal(dry[:10], full[:10]) and torch.equal(dry[10:20], full[:10])  # the computed rows, repeated
+    assert dry.shape == full.shape == (23, 3) and calls == [5]  # the first batch (fewer rows than DRY_RUN_ROWS)
+    assert torch.equal(dry[:5], full[:5]) and torch.equal(dry[5:10], full[:5])  # the computed rows, repeated
+    monkeypatch.setattr("course_utils.runtime.DRY_RUN_ROWS", 2)
+    calls.clear()
+    dry = predict(model, images, batch_size=5)
+    assert dry.shape == (23, 3) and calls == [2] and torch.equal(dry[2:4], full[:2])
+
+
+def test_class_separation_scores_each_space_and_matches_scikit_learn():
+    from sklearn.metrics import silhouette_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from course_utils.features import class_separation
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(60) % 3
+    apart = torch.randn(60, 8, generator=g) + 6 * torch.nn.functional.one_hot(y, 8).float()
+    scores, maps = class_separation(apart, y, k=5)
+    assert set(maps) == {"PCA", "t-SNE"} and all(m.shape == (60, 2) for m in maps.values())
+    assert set(scores) == {f"{m} {s}" for m in ("knn", "silhouette") for s in ("features", "PCA", "t-SNE")}
+    assert scores["knn features"] == 1.0 and scores["knn t-SNE"] == 1.0 and scores["silhouette features"] > 0.2
+    x = ((apart - apart.mean(0)) / apart.std(0)).double().numpy()  # the same computation, by hand
+    knn = KNeighborsClassifier(5).fit(x[::2], y[::2].numpy())
+    assert scores["knn features"] == pytest.approx((knn.predict(x[1::2]) == y[1::2].numpy()).mean())
+    assert scores["silhouette PCA"] == pytest.approx(silhouette_score(maps["PCA"], y.numpy()))
+    assert scores["silhouette features"] == pytest.approx(silhouette_score(x, y.numpy()))
+    noise, _ = class_separation(torch.randn(60, 8, generator=g), y, k=5, spaces=("features",))
+    assert set(noise) == {"knn features", "silhouette features"}
+    assert noise["knn features"] < 0.7 and abs(noise["silhouette features"]) < 0.1  # no classes to find
+    with pytest.raises(ValueError, match="spaces are"):
+        class_separation(apart, y, spaces=("UMAP",))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        class_separation(apart, torch.zeros(60, dtype=torch.long))

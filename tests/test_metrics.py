@@ -176,3 +176,30 @@ def test_perfect_scores_give_ap_one_and_report_collects_everything():
     assert flipped["WGAP"] < 0.5 and flipped["mIoU"] == 0.0
     with pytest.raises(ValueError, match=r"scores must be \(B, K, ...\)"):
         average_precision_per_class(scores[:, 0], target)
+
+
+def test_precision_recall_curves_give_sklearns_ap_and_curve():
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    from course_utils.metrics import precision_recall_curves
+
+    g = torch.Generator().manual_seed(5)
+    target = torch.randint(0, 4, (3, 10, 10), generator=g)
+    scores = (torch.randn(3, 4, 10, 10, generator=g) + 2 * torch.nn.functional.one_hot(target, 4).movedim(-1, 1)
+              ).softmax(1).round(decimals=2)  # rounding makes ties, which sklearn groups as one threshold
+    curves = precision_recall_curves(scores, target)
+    ap = average_precision_per_class(scores, target)
+    for c, (precision, recall) in enumerate(curves):
+        y, s = (target == c).reshape(-1).numpy(), scores[:, c].reshape(-1).numpy()
+        # AP as the area under the step curve equals both ours and sklearn's
+        area = float(((recall - torch.cat([recall.new_zeros(1), recall[:-1]])) * precision).sum())
+        assert area == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        assert float(ap[c]) == pytest.approx(area, abs=1e-12)
+        p_sk, r_sk, _ = precision_recall_curve(y, s)  # sklearn: increasing thresholds, then the (1, 0) end point
+        np.testing.assert_allclose(precision.numpy(), p_sk[:-1][::-1], atol=1e-12)
+        np.testing.assert_allclose(recall.numpy(), r_sk[:-1][::-1], atol=1e-12)
+    sampled = precision_recall_curves(scores, target, max_pixels=150, seed=1)
+    ap_sampled = average_precision_per_class(scores, target, max_pixels=150, seed=1)
+    p, r = sampled[0]
+    assert float(((r - torch.cat([r.new_zeros(1), r[:-1]])) * p).sum()) == pytest.approx(float(ap_sampled[0]))
+    assert precision_recall_curves(scores, torch.zeros_like(target))[1] is None  # no positives: no curve

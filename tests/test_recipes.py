@@ -157,6 +157,20 @@ def test_train_segmenter_learns_and_keeps_snapshots():
     assert (run.snapshots[-1].long() == masks[:3]).float().mean() > 0.95
 
 
+def test_train_segmenter_records_the_held_out_loss_in_eval_mode():
+    images, masks = toy_segmentation()
+    model = seg_net()
+    run = train_segmenter(model, images, masks, epochs=3, loss_fn=weighted_cross_entropy, lr=0.1, batch_size=8,
+                          val=(images[:5], masks[:5]))
+    assert len(run.history["val_loss"]) == 3 and len(run.snapshots) == 0
+    with torch.no_grad():  # the last epoch's value is the loss of the final (eval-mode) model
+        assert run.history["val_loss"][-1] == pytest.approx(float(weighted_cross_entropy(model(images[:5]), masks[:5])))
+    plain = train_segmenter(seg_net(), images, masks, epochs=3, loss_fn=weighted_cross_entropy, lr=0.1, batch_size=8)
+    assert plain.history["train_loss"] == run.history["train_loss"]  # measuring does not change the training
+    with pytest.raises(ValueError, match="equal length"):
+        train_segmenter(seg_net(), images, masks, epochs=1, loss_fn=weighted_cross_entropy, val=(images[:5], masks[:4]))
+
+
 def test_train_segmenter_is_deterministic_and_checks_epochs():
     images, masks = toy_segmentation()
     runs = [train_segmenter(seg_net(), images, masks, epochs=2, loss_fn=weighted_cross_entropy, batch_size=8)

@@ -181,3 +181,12 @@ def test_budget_plot_draws_each_series_band_and_source():
     assert ax.get_xscale() == "log" and ax.get_xlabel() == "images seen"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [*series, "source (same colour)"]
     plt.close(fig)
+
+
+def test_plot_embeddings_wraps_panels_into_rows():
+    xy = np.random.default_rng(0).normal(size=(10, 2))
+    fig = viz.plot_embeddings({f"p{i}": xy for i in range(5)}, torch.arange(10) % 2, ncols=3)
+    shown = [ax for ax in fig.axes if ax.axison]
+    assert len(fig.axes) == 6 and [ax.get_title() for ax in shown] == [f"p{i}" for i in range(5)]
+    assert fig.axes[0].get_position().y0 > fig.axes[3].get_position().y0  # a second row below the first
+    plt.close(fig)

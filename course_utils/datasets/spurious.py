@@ -29,6 +29,8 @@ pixel wins.
 
 ``build_test_sets`` makes the test sets of several kinds from the same items, and ``shortcut_scores`` reads
 a model's predictions on them: accuracy, recall of the target class, and the shortcut rate.
+``random_positions`` and ``accuracy_by_position`` are for the translation test: items (without digits)
+anywhere on the canvas, and a frozen backbone's accuracy with its head at each position of a grid.
 """
 
 from __future__ import annotations
@@ -36,11 +38,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 
 from course_utils.datasets.canvas import paste
 
-__all__ = ["KINDS", "FashionDigits", "build_test_sets", "shortcut_scores"]
+__all__ = ["KINDS", "FashionDigits", "accuracy_by_position", "build_test_sets", "random_positions",
+           "shortcut_scores"]
 
 KINDS = ("correlated", "uncorrelated", "anti", "none")
 
@@ -199,3 +203,31 @@ def shortcut_scores(preds: Mapping[str, torch.Tensor], sets: Mapping[str, Fashio
         scores[f"{kind}_shortcut"] = (pred[carries] == ds.target_class).float().mean().item() if carries.any() \
             else float("nan")
     return scores
+
+
+def random_positions(n: int, span: int, seed: int = 0) -> torch.Tensor:
+    """``(n, 2)`` top-left corners, row and column each uniform over ``0..span`` (seeded): for a 28x28 item
+    on a 56x56 canvas, ``span=28`` puts it anywhere on the canvas."""
+    if n < 0 or span < 0:
+        raise ValueError(f"need n >= 0 and span >= 0, got n={n}, span={span}")
+    return torch.randint(0, span + 1, (n, 2), generator=torch.Generator().manual_seed(seed))
+
+
+def accuracy_by_position(backbone, heads: Mapping[str, torch.nn.Module], items: torch.Tensor, labels: torch.Tensor,
+                         positions: Sequence[int], size: int = 56, mean: float | None = None,
+                         std: float | None = None) -> dict[str, np.ndarray]:
+    """Accuracy (%) of each linear ``head`` on the frozen ``backbone``'s pooled features, with all ``items``
+    at ``(row, col)`` for every row and column in ``positions``: ``{head name: (len(positions),)*2 array}``.
+    The features are computed once per position and shared by the heads."""
+    from course_utils.features import pooled_features
+
+    acc = {name: np.zeros((len(positions), len(positions))) for name in heads}
+    for a, r in enumerate(positions):
+        for b, c in enumerate(positions):
+            canvas = FashionDigits.build(items, labels, kind="none", size=size, item_pos=(r, c))
+            f = pooled_features(backbone, canvas.images, mean=mean, std=std)
+            with torch.no_grad():
+                for name, head in heads.items():
+                    pred = head(f.to(next(head.parameters()).device)).argmax(1).cpu()
+                    acc[name][a, b] = (pred == canvas.labels).float().mean().item() * 100
+    return acc

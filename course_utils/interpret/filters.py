@@ -22,7 +22,7 @@ from torch import nn
 
 from course_utils.features import predict
 from course_utils.hooks import eval_mode
-from course_utils.interpret.receptive import Field, _run_to, receptive_field
+from course_utils.interpret.receptive import Field, _on_model, _run_to, receptive_field
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def top_activating_patches(model: nn.Module, layer_name: str, filter_idx: int, i
     n, rest = best_i // (h * w), best_i % (h * w)
     positions = torch.stack([rest // w, rest % w], 1)
     boxes = torch.tensor([field.box(int(r), int(c)) for r, c in positions]).reshape(-1, 4)
-    patches = torch.stack([cut_patch(images[int(m)], tuple(b.tolist()), fill) for m, b in zip(n, boxes)])
+    patches = torch.stack([cut_patch(images[int(m)].cpu(), tuple(b.tolist()), fill) for m, b in zip(n, boxes)])
     return TopPatches(patches, best_v, n, positions, boxes, field)
 
 
@@ -91,7 +91,7 @@ def max_responses(model: nn.Module, layer_names: Sequence[str], images: torch.Te
     try:
         with eval_mode(model), torch.no_grad():
             for s in range(0, len(images), batch_size):
-                model(images[s:s + batch_size])
+                model(_on_model(model, images[s:s + batch_size]))
                 for name in layer_names:
                     out[name].append(store[name].amax((2, 3)).float().cpu())
     finally:
@@ -180,5 +180,33 @@ def ablation_effect(model: nn.Module, filters: Mapping[str, Sequence[int]], load
                           (right & wrong_now).nonzero().flatten())
 
 
-__all__ = ["AblationEffect", "TopPatches", "ablate_filters", "ablation_effect", "class_selectivity", "cut_patch",
-           "max_responses", "top_activating_patches"]
+def border_share(model: nn.Module, layer_name: str, filter_idx: int, images: torch.Tensor,
+                 batch_size: int = 256) -> tuple[float, float]:
+    """The share of one filter's total response (summed over images and positions) given by units whose
+    receptive field reaches beyond the image, i.e. that see the padding. For a filter blind to the border,
+    about the share of such units (the second value returned); much more, and the filter responds to what
+    the padding puts next to the image.
+
+    Returns ``(share of the response, share of the units)``.
+    """
+    layer = model.get_submodule(layer_name)
+    field = receptive_field(model, layer_name)
+    H, W = images.shape[-2:]
+    total, border, mask = 0.0, 0.0, None
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            out = _run_to(model, layer, images[s:s + batch_size])
+            if not 0 <= filter_idx < out.shape[1]:
+                raise ValueError(f"{layer_name} has {out.shape[1]} channels; filter_idx={filter_idx} is out of range")
+            resp = out[:, filter_idx].float().cpu()  # (b, h, w)
+            if mask is None:
+                h, w = resp.shape[1:]
+                boxes = torch.tensor([field.box(r, c) for r in range(h) for c in range(w)]).reshape(h, w, 4)
+                mask = (boxes[..., 0] < 0) | (boxes[..., 1] < 0) | (boxes[..., 2] > H) | (boxes[..., 3] > W)
+            total += float(resp.sum())
+            border += float(resp[:, mask].sum())
+    return (border / total if total > 0 else float("nan")), float(mask.float().mean())
+
+
+__all__ = ["AblationEffect", "TopPatches", "ablate_filters", "ablation_effect", "border_share", "class_selectivity",
+           "cut_patch", "max_responses", "top_activating_patches"]

@@ -12,6 +12,12 @@
   is CAM up to a scale and a ReLU.
 * **Occlusion sensitivity** (Zeiler & Fergus 2014, sec. 4.2): slide a grey square over the image and
   record the confidence of the originally predicted class; a dip marks a region the decision needs.
+* **Sanity check** (Adebayo et al. 2018, "Sanity Checks for Saliency Maps", sec. 3.1): re-initialise the
+  weights layer by layer from the top down (cascading randomisation) and compare each map with the trained
+  model's by rank correlation. A map that stays the same when the weights it should explain are gone
+  shows the input, not the model.
+
+Every function moves its inputs to the model's device, so callers need not.
 
 Hooks are resources: they live only inside a ``with`` block, and the caller's model comes back in the
 train/eval mode it had.
@@ -19,6 +25,8 @@ train/eval mode it had.
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import Sequence
 
 import numpy as np
@@ -27,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_utils.hooks import eval_mode
+from course_utils.interpret.receptive import _on_model
 
 
 def _resolve(model: nn.Module, layers: Sequence[nn.Module | str] | nn.Module | str) -> list[nn.Module]:
@@ -49,6 +58,7 @@ def gradcam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | tor
     """
     from pytorch_grad_cam import GradCAM
 
+    images = _on_model(model, images)
     target_layers = _resolve(model, layers)
     if targets is not None:
         classes = torch.as_tensor(targets)
@@ -91,6 +101,7 @@ def gradcam_reference(model: nn.Module, images: torch.Tensor, targets: Sequence[
     activations, ``torch.autograd.grad`` gives their gradients, and the hook is removed on exit.
     """
     (layer,) = _resolve(model, layer)
+    images = _on_model(model, images)
     store = {}
     handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
     try:
@@ -129,7 +140,7 @@ def cam(model: nn.Module, images: torch.Tensor, class_idx: int | Sequence[int] |
         raise TypeError(f"model.{fc} must be the nn.Linear after global pooling, got {type(linear).__name__}; "
                         f"pass its name as fc=...")
     with eval_mode(model), torch.no_grad():
-        A = model.forward_features(images)  # (B, K, h, w)
+        A = model.forward_features(_on_model(model, images))  # (B, K, h, w)
         if A.ndim != 4 or A.shape[1] != linear.in_features:
             raise ValueError(f"forward_features gives {tuple(A.shape)}, but {fc} expects {linear.in_features} "
                              f"channels: cam needs a (B, K, h, w) map pooled straight into {fc}")
@@ -168,6 +179,7 @@ def occlusion_sensitivity(model: nn.Module, image: torch.Tensor, window: int = 1
     """
     if image.ndim != 3:
         raise ValueError(f"image must be one (C, H, W) image, got shape {tuple(image.shape)}; loop over a batch")
+    image = _on_model(model, image)
     C, H, W = image.shape
     if not 1 <= window <= min(H, W) or stride < 1:
         raise ValueError(f"need 1 <= window <= {min(H, W)} and stride >= 1, got window={window}, stride={stride}")
@@ -220,6 +232,7 @@ def explain(model: nn.Module, image: torch.Tensor, layer: str, target: int | Non
     """CAM, Grad-CAM and occlusion sensitivity of one image ``(C, H, W)`` side by side, each ``(H, W)`` in
     [0, 1] (occlusion as its normalised *drop*, so that for all three "hot" means "needed"). ``target`` is
     the class explained (the prediction by default); ``layer`` the one Grad-CAM hooks."""
+    image = _on_model(model, image)
     with eval_mode(model), torch.no_grad():
         predicted = int(model(image[None]).argmax(1))
     target = predicted if target is None else int(target)
@@ -235,5 +248,78 @@ def explain(model: nn.Module, image: torch.Tensor, layer: str, target: int | Non
     return {"CAM": cam_map, "Grad-CAM": grad_map, "occlusion": occ}
 
 
-__all__ = ["cam", "explain", "gradcam", "gradcam_reference", "normalize_maps", "occlusion_object_share",
-           "occlusion_sensitivity"]
+def input_gradient(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    """The plain gradient map ``(B, H, W)``: ``|d y_c / d x|`` summed over channels (Simonyan et al. 2014)."""
+    x = _on_model(model, images).detach().requires_grad_(True)
+    with eval_mode(model):
+        logits = model(x)
+        score = logits.gather(1, torch.as_tensor(targets, device=logits.device).long().view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(score, x)
+    return grad.abs().sum(1).detach().cpu()
+
+
+def _rank_correlation(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    """Spearman's rank correlation of each pair of maps ``(B, ...)``; 0 where a map is constant (its ranks
+    carry nothing, e.g. a Grad-CAM cut to zero everywhere by its ReLU)."""
+    from scipy.stats import spearmanr
+
+    out = []
+    for x, y in zip(a.flatten(1).numpy(), b.flatten(1).numpy()):
+        out.append(0.0 if x.std() == 0 or y.std() == 0 else float(spearmanr(x, y).statistic))
+    return np.array(out)
+
+
+def _reinitialize(module: nn.Module, g: torch.Generator) -> None:
+    """Draw the weights and biases of every conv / linear layer in ``module`` afresh, uniform in
+    ``±1/sqrt(fan_in)`` (PyTorch's default initialisation), from the generator ``g``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            bound = 1 / math.sqrt(m.weight[0].numel())
+            with torch.no_grad():
+                for p in (m.weight, m.bias):
+                    if p is not None:
+                        p.copy_((torch.rand(p.shape, generator=g) * 2 - 1).mul_(bound).to(p.device))
+
+
+def cascading_randomization(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | torch.Tensor,
+                            layers: Sequence[str], method: str = "gradient", gradcam_layer: str | None = None,
+                            seed: int = 0, keep: int = 0) -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """Adebayo et al. (2018) sec. 3.1: re-initialise ``layers`` one after the other, top first, each time
+    keeping the layers already randomised, and compare each image's map with the trained model's.
+
+    Args:
+        model: left untouched (a copy is randomised).
+        layers: names of the layers in the order they are randomised, e.g. ``["fc", "features.conv6", ...]``;
+            their conv / linear weights and biases are drawn afresh (normalisation layers are kept).
+        method: ``"gradient"`` (``input_gradient``) or ``"gradcam"`` (at ``gradcam_layer``).
+        keep: how many of the first images' maps to return, for display.
+
+    Returns ``(rank correlations, maps)``: ``{layer: (B,) Spearman correlation of each image's map after
+    randomising down to that layer with its map from the trained model}`` and ``{"trained" or layer:
+    (keep, H, W) maps}``.
+    """
+    if method not in ("gradient", "gradcam"):
+        raise ValueError(f"method must be 'gradient' or 'gradcam', got {method!r}")
+    if method == "gradcam" and gradcam_layer is None:
+        raise ValueError("method='gradcam' needs gradcam_layer, the layer Grad-CAM hooks (e.g. 'features.relu6')")
+    work = copy.deepcopy(model)
+    for name in layers:
+        work.get_submodule(name)  # unknown names fail before any work
+
+    def saliency(m):
+        if method == "gradient":
+            return input_gradient(m, images, targets)
+        return torch.as_tensor(gradcam(m, images, targets, gradcam_layer)).float()
+
+    g = torch.Generator().manual_seed(seed)
+    trained = saliency(work)
+    corr, shown = {}, {"trained": trained[:keep]}
+    for name in layers:
+        _reinitialize(work.get_submodule(name), g)
+        maps = saliency(work)
+        corr[name], shown[name] = _rank_correlation(trained, maps), maps[:keep]
+    return corr, shown
+
+
+__all__ = ["cam", "cascading_randomization", "explain", "gradcam", "gradcam_reference", "input_gradient",
+           "normalize_maps", "occlusion_object_share", "occlusion_sensitivity"]

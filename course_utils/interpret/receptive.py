@@ -265,6 +265,14 @@ def receptive_field(model: nn.Module, layer_name: str) -> Field:
     return f
 
 
+def _on_model(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the device of ``model``'s first parameter (or buffer): the one place the interpret tools
+    decide where their inputs go, so callers pass tensors from anywhere."""
+    ref = next(model.parameters(), None)
+    ref = next(model.buffers(), None) if ref is None else ref
+    return x if ref is None else x.to(ref.device)
+
+
 # ------------------------------------------------------------------------------------- measuring
 class _Stop(Exception):
     """Raised by a hook once the layer of interest has run: the rest of the network is not needed."""
@@ -290,7 +298,7 @@ def _run_to(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor
     """The output of ``layer`` for input ``x`` (the model runs only as far as needed)."""
     with _capture(layer) as store:
         try:
-            model(x)
+            model(_on_model(model, x))
         except _Stop:
             pass
     if "out" not in store:

@@ -23,6 +23,12 @@ Every layer has a name (``features.conv3``, ``features.relu3``, ``features.pool1
 ``course_utils.interpret`` finds it by name. Without a norm (``"none"``, or any norm that builds an
 ``nn.Identity``) each conv has a bias and no ``norm<i>`` layer, and turning a filter off (zeroing its output
 channel) is the same as zeroing its weights and bias.
+
+``pad_value`` changes what the first conv sees beyond the image border: by default (``None``) its zero
+padding, which for standardised inputs is the training *mean*, brighter than Fashion-MNIST's black
+background; with a number, the input is padded by one pixel with that value (e.g. the normalised
+background, ``-mean / std``) and the first conv pads no more. The attribute can be changed after training
+(the weights are the same), to compare one network under both paddings.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from collections import OrderedDict
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from course_utils.layers.blocks import conv_norm
@@ -42,10 +49,11 @@ __all__ = ["SmallVGG"]
 class SmallVGG(nn.Module):
     """``len(widths)`` stages of two 3x3 convs (padding 1) with ReLU, a 2x2 max-pool between stages,
     then ``fc`` after a global mean pool. ``norm`` (a name in ``course_utils.layers.norms.NORMS`` or a
-    callable) goes after each conv; ``"none"`` by default."""
+    callable) goes after each conv; ``"none"`` by default. ``pad_value``: the value the input is padded
+    with before the first conv (``None``: that conv's own zero padding); see the module docstring."""
 
     def __init__(self, widths: Sequence[int] = (32, 64, 128), num_classes: int = 10, in_channels: int = 1,
-                 norm: NormArg = "none"):
+                 norm: NormArg = "none", pad_value: float | None = None):
         super().__init__()
         widths = tuple(widths)
         if not widths or any(w < 1 for w in widths):
@@ -65,6 +73,7 @@ class SmallVGG(nn.Module):
                 layers[f"pool{stage}"] = nn.MaxPool2d(2)
         self.widths, self.num_features = widths, widths[-1]
         self.features = nn.Sequential(layers)
+        self.pad_value = pad_value
         self.fc = nn.Linear(widths[-1], num_classes)
 
     @property
@@ -72,8 +81,21 @@ class SmallVGG(nn.Module):
         """Names of the conv layers in order, e.g. ``["features.conv1", ...]``."""
         return [name for name, m in self.named_modules() if isinstance(m, nn.Conv2d)]
 
+    @property
+    def pad_value(self) -> float | None:
+        return self._pad_value
+
+    @pad_value.setter
+    def pad_value(self, value: float | None) -> None:
+        if value is not None and not isinstance(value, (int, float)):
+            raise TypeError(f"pad_value must be a number or None, got {type(value).__name__}")
+        self._pad_value = None if value is None else float(value)
+        self.features.conv1.padding = (1, 1) if value is None else (0, 0)  # the input is padded once, not twice
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W)`` -> ``(B, widths[-1], H / 2^(stages-1), W / 2^(stages-1))``."""
+        if self._pad_value is not None:
+            x = F.pad(x, (1, 1, 1, 1), value=self._pad_value)
         return self.features(x)
 
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from course_utils.datasets.canvas import paste
-from course_utils.datasets.spurious import FashionDigits, build_test_sets, shortcut_scores
+from course_utils.datasets.spurious import (FashionDigits, accuracy_by_position, build_test_sets, random_positions,
+                                            shortcut_scores)
 
 
 def _items(n=400, seed=0):
@@ -131,3 +132,29 @@ def test_shortcut_scores_by_hand():
                               target_class=1, target_digit=3)
     nan = shortcut_scores({"u": unc.labels}, {"u": unc})["u_shortcut"]
     assert nan != nan
+
+
+def test_random_positions_cover_the_span_and_follow_the_seed():
+    pos = random_positions(2000, 28, seed=3)
+    assert pos.shape == (2000, 2) and pos.min() == 0 and pos.max() == 28
+    assert torch.equal(pos, random_positions(2000, 28, seed=3))
+    assert not torch.equal(pos, random_positions(2000, 28, seed=4))
+    with pytest.raises(ValueError, match="span"):
+        random_positions(5, -1)
+
+
+def test_accuracy_by_position_is_each_heads_accuracy_at_each_place():
+    from course_utils.models.small_vgg import SmallVGG
+
+    torch.manual_seed(0)
+    backbone = SmallVGG((4, 4, 8), num_classes=3).eval()
+    items = torch.randint(0, 255, (12, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(12) % 3
+    heads = {"fc": backbone.fc, "other": torch.nn.Linear(8, 3)}
+    acc = accuracy_by_position(backbone, heads, items, labels, [0, 14], size=42, mean=0.3, std=0.4)
+    assert set(acc) == {"fc", "other"} and acc["fc"].shape == (2, 2)
+    canvas = FashionDigits.build(items, labels, kind="none", size=42, item_pos=(14, 0))
+    x = (canvas.images.float() / 255 - 0.3) / 0.4
+    with torch.no_grad():
+        expected = (backbone(x).argmax(1) == labels).float().mean().item() * 100
+    assert acc["fc"][1, 0] == pytest.approx(expected)

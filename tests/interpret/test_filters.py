@@ -2,13 +2,14 @@
 and filter ablation by hooks."""
 
 import copy
+import math
 
 import pytest
 import torch
 from torch import nn
 
 from tests.conftest import no_hooks
-from course_utils.interpret.filters import (ablate_filters, ablation_effect, class_selectivity, cut_patch,
+from course_utils.interpret.filters import (ablate_filters, ablation_effect, border_share, class_selectivity, cut_patch,
                                             max_responses, top_activating_patches)
 from course_utils.interpret.receptive import Field
 from course_utils.loader import TensorLoader
@@ -127,3 +128,33 @@ def test_class_selectivity_counts_the_most_common_class_among_the_top_images():
     torch.testing.assert_close(class_selectivity(responses, labels, top=3), torch.tensor([2 / 3, 1 / 3]))
     with pytest.raises(ValueError, match="top"):
         class_selectivity(responses, labels, top=7)
+
+
+# ---------------------------------------------------------------------------------- border share
+def test_border_share_of_a_constant_filter_is_the_share_of_border_units():
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.copy_(torch.tensor([1.0, 0.0]))
+    net = nn.Sequential(conv)
+    share, units = border_share(net, "0", 0, torch.randn(3, 1, 10, 10), batch_size=2)
+    assert units == pytest.approx((100 - 64) / 100)  # the ring of units whose 3x3 field crosses the border
+    assert share == pytest.approx(units)  # a response blind to the border
+    assert math.isnan(border_share(net, "0", 1, torch.randn(2, 1, 10, 10))[0])  # no response at all
+
+
+def test_border_share_of_a_filter_that_sees_the_padding():
+    conv = nn.Conv2d(1, 1, 3, padding=1)
+    net = nn.Sequential(conv, nn.ReLU())
+    bright = torch.ones(2, 1, 8, 8)
+    with torch.no_grad():
+        conv.weight.fill_(-1.0)
+        conv.bias.fill_(8.5)  # fires only where some of its 3x3 field is zero padding: -9 + 8.5 < 0 inside
+    share, units = border_share(net, "1", 0, bright)
+    assert share == pytest.approx(1.0) and units == pytest.approx(28 / 64)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.fill_(-8.5)  # fires only where all nine pixels are image
+    assert border_share(net, "1", 0, bright)[0] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="out of range"):
+        border_share(net, "1", 3, bright)

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.interpret.maps import (cam, explain, gradcam, gradcam_reference, normalize_maps,
+from course_utils.interpret.maps import (_rank_correlation, cam, cascading_randomization, explain, gradcam,
+                                         gradcam_reference, input_gradient, normalize_maps,
                                          occlusion_object_share, occlusion_sensitivity)
 from course_utils.models.resnet import resnet6n2
 
@@ -195,3 +196,56 @@ def test_gradcam_last_stage_averages_layers_and_upsamples():
     assert maps.shape == (2, 28, 28) and not model.training
     single = gradcam(model, x, [0, 3], [model.stage3[0]])
     assert not np.allclose(maps, single)
+
+
+# ------------------------------------------------------------------------- sanity check (Adebayo et al.)
+def test_input_gradient_of_a_linear_model_is_its_weights():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 5 * 5, 3))
+    x = torch.randn(4, 2, 5, 5)
+    g = input_gradient(model, x, [0, 1, 2, 1])
+    w = model[1].weight.detach().reshape(3, 2, 5, 5)
+    expected = w[torch.tensor([0, 1, 2, 1])].abs().sum(1)
+    torch.testing.assert_close(g, expected)
+
+
+def test_rank_correlation_is_one_for_monotone_maps_and_zero_for_constant_ones():
+    a = torch.rand(3, 6, 6)
+    rho = _rank_correlation(a, a ** 3 + 1)
+    np.testing.assert_allclose(rho, 1.0)
+    assert _rank_correlation(a, torch.zeros(3, 6, 6)).tolist() == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(_rank_correlation(a, -a), -1.0)
+
+
+def test_cascading_randomization_leaves_the_model_and_destroys_the_maps():
+    from course_utils.models.small_vgg import SmallVGG
+
+    torch.manual_seed(0)
+    model = SmallVGG((4, 4, 8), num_classes=3, norm="torch_bn").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(5, 1, 16, 16), torch.tensor([0, 1, 2, 0, 1])
+    layers = ["fc", "features.conv6", "features.conv5", "features.conv4", "features.conv3", "features.conv2",
+              "features.conv1"]
+    corr, maps = cascading_randomization(model, x, y, layers, "gradient", seed=1, keep=2)
+    assert list(corr) == layers and all(v.shape == (5,) for v in corr.values())
+    torch.testing.assert_close(maps["trained"], input_gradient(model, x, y)[:2])  # the trained model's maps
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy was randomised
+    assert all(-1 <= r <= 1 for v in corr.values() for r in v)
+    assert corr["features.conv1"].mean() < 0.9  # nothing of the trained weights is left
+    again, _ = cascading_randomization(model, x, y, layers, "gradient", seed=1)
+    assert all(np.array_equal(corr[k], again[k]) for k in layers)  # seeded
+    corr_cam, maps_cam = cascading_randomization(model, x, y, layers[:2], "gradcam", "features.relu6", keep=1)
+    assert maps_cam["fc"].shape == (1, 16, 16) and list(corr_cam) == layers[:2]
+    with pytest.raises(ValueError, match="gradcam_layer"):
+        cascading_randomization(model, x, y, layers, "gradcam")
+    with pytest.raises(ValueError, match="method"):
+        cascading_randomization(model, x, y, layers, "lime")
+
+
+def test_inputs_go_to_the_model_device():
+    from course_utils.interpret.receptive import _on_model
+
+    x = torch.randn(2, 3)
+    assert _on_model(nn.Linear(3, 2).to("meta"), x).device.type == "meta"  # a device other than the input's
+    assert _on_model(nn.BatchNorm1d(3, affine=False).to("meta"), x).device.type == "meta"  # buffers only
+    assert _on_model(nn.ReLU(), x) is x  # nothing to follow: left as it is

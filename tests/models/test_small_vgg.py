@@ -51,3 +51,32 @@ def test_norm_as_name_class_or_partial(norm):
     n = sum(p.numel() for p in model.parameters())
     assert n == (9 * 4 + 9 * 16 + 9 * 32 + 9 * 64) + (1 if identity else 2) * (4 + 4 + 8 + 8) + 8 * 10 + 10
     assert model.num_features == 8 == model.fc.in_features
+
+
+def test_pad_value_pads_the_input_once_and_keeps_the_weights():
+    torch.manual_seed(0)
+    model = SmallVGG((4, 4, 8), norm="torch_bn").eval()
+    x = torch.randn(2, 1, 12, 12)
+    reference = model(x)
+    model.pad_value = 0.0  # zero padding done by hand: the same network
+    torch.testing.assert_close(model(x), reference)
+    model.pad_value = -0.8
+    conv1 = model.features.conv1
+    assert conv1.padding == (0, 0)
+    by_hand = nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), value=-0.8), conv1.weight)
+    with torch.no_grad():
+        first = []
+        handle = conv1.register_forward_hook(lambda m, i, o: first.append(o))
+        model(x)
+        handle.remove()
+        torch.testing.assert_close(first[0], by_hand + conv1.bias.view(1, -1, 1, 1) if conv1.bias is not None
+                                   else by_hand)  # the first conv saw the input padded once, with -0.8
+        assert not torch.allclose(model(x), reference)
+    assert str(receptive_field(model, "features.conv6")) == str(receptive_field(SmallVGG((4, 4, 8)), "features.conv6"))
+    model.pad_value = None
+    assert conv1.padding == (1, 1)
+    torch.testing.assert_close(model(x), reference)
+    other = SmallVGG((4, 4, 8), norm="torch_bn", pad_value=-0.8)
+    other.load_state_dict(model.state_dict())  # the same parameters whatever the padding
+    with pytest.raises(TypeError, match="pad_value"):
+        SmallVGG((4,), pad_value="zeros")
