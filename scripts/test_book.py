@@ -25,6 +25,8 @@ Serves ``_build/html`` on a free localhost port and drives headless Chromium (De
   beside the column on purpose (``.margin``, ``.sidenote``, ``.marginnote``, ``.full-width``);
 - results tables are readable at a glance: at the desktop width no table in a cell output is wider
   than the main column (so none scrolls sideways) and none has a cell wrapped onto three lines or more;
+- printed outputs are readable without scrolling: at the desktop width no text output (``.cell_output pre``)
+  scrolls sideways (the book's stylesheet wraps a line that does not fit);
 - the search works: on a chapter, the one search box is opened, a word from the last chapter's
   title typed and Enter pressed; the search page lists results that include that chapter.
 
@@ -189,12 +191,6 @@ def start_browser(chromium: str, driver: str, profile_dir: str):
     return browser
 
 
-# Results tables known to be too wide, by page and the first words of the table, each until its chapter is next
-# re-executed with a narrower table (the check prints nothing for them; every other table must pass).
-KNOWN_WIDE_TABLES = {
-    "chapters/03_deformable_convolution.html": ("seeds train acc Δ train acc clean acc Δ clean acc",),  # C15, 11 columns
-}
-
 # One script per page: every fact the checks need, after the images were asked to load and MathJax (when the
 # page loads it) finished its first typesetting. Selectors shared with the self-test in tests/test_book_checks.py.
 SEARCH_CONTROLS = "input[type=search], input[name=q], .search-button-field, .search-button"
@@ -237,8 +233,15 @@ Promise.all([Promise.race([typeset.catch(() => null), timeout]),
     return {width: Math.round(t.getBoundingClientRect().width), column: Math.round(box.width),
             wrapped: wrapped.length, example: wrapped.length ? describe(wrapped[0]) : '',
             head: text(t).slice(0, 50).replace(/\\s+/g, ' ')}; });
+  // printed text in cell outputs that scrolls sideways: a reader has to scroll to read the line ends
+  const wide_text = Array.from(column.querySelectorAll('.cell_output pre')).filter(visible)
+    .filter(pre => pre.scrollWidth > pre.clientWidth + 1)
+    .map(pre => ({scroll: pre.scrollWidth, box: pre.clientWidth,
+                  line: (pre.textContent.split('\\n').reduce((a, b) => (b.length > a.length ? b : a), ''))
+                          .trim().slice(0, 60)}));
   done({
     tables: tables,
+    wide_text: wide_text,
     images: imgs.map(img => ({src: img.currentSrc || img.src, ok: img.complete && img.naturalWidth > 0,
                               output: !!img.closest('.cell_output'),
                               hidden: !!img.closest('details:not([open])')})),
@@ -326,15 +329,18 @@ def check_page(browser, url: str, page: Path, html_root: Path, report: Report, s
                  (f"page {facts['page_overflow']} px wider than the window; " if facts["page_overflow"] > 1 else "")
                  + "; ".join(facts["overflow"][:4])[:400])
     report.check(facts["width"] == DESKTOP[0], name, f"window {facts['width']} px wide, not {DESKTOP[0]}")
-    known = KNOWN_WIDE_TABLES.get(name, ())
     unreadable = [f"table \"{t['head']}\": " + (f"{t['width']} px wide in a {t['column']} px column"
                                                 if t["width"] > t["column"] + 1 else
                                                 f"{t['wrapped']} cell(s) wrapped onto 3+ lines, e.g. {t['example']}")
-                  for t in facts["tables"] if (t["width"] > t["column"] + 1 or t["wrapped"])
-                  and not any(t["head"].startswith(k) for k in known)]
+                  for t in facts["tables"] if t["width"] > t["column"] + 1 or t["wrapped"]]
     report.check(facts["width"] != DESKTOP[0] or not unreadable, name,
                  f"{len(unreadable)} results table(s) not readable at a glance at {facts['width']} px",
                  "; ".join(unreadable[:3])[:400])
+
+    wide = facts["wide_text"]
+    report.check(facts["width"] != DESKTOP[0] or not wide, name,
+                 f"{len(wide)} printed output(s) scroll sideways at {facts['width']} px",
+                 "; ".join(f"{w['scroll']} px in a {w['box']} px box: \"{w['line']}\"" for w in wide[:3])[:400])
 
     expected = notebook_images(page, html_root, source)
     if expected is not None:  # a chapter

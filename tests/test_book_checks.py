@@ -2,7 +2,7 @@
 
 Each check of what the reader sees has a page that must fail it: mathematics with the typesetter removed
 (03_math_raw) or loaded from a CDN (04_math_cdn), two search boxes (05_two_search), an element wider than
-the main column (06_wide), a results table wider than the column and one whose cells wrap (07_tables); 03_math, with the MathJax the book ships (inline, display, ``\\operatorname``,
+the main column (06_wide), a results table wider than the column, one whose cells wrap and a printed line that scrolls (07_tables); 03_math, with the MathJax the book ships (inline, display, ``\\operatorname``,
 ``aligned``, ``align`` with ``\\tag``), and 01_good, with a wide code cell, must pass them.
 """
 
@@ -74,7 +74,8 @@ def site(tmp_path):
         <div class="cell_output"><div style="overflow-x:auto">
         <table><tr><th>variant</th>{cells * 8}</tr></table></div></div>
         <div class="cell_output"><table style="width:300px"><tr><th style="width:60px">an ablation row whose name wraps
-        onto many lines</th><td>0.91</td></tr></table></div>"""))
+        onto many lines</th><td>0.91</td></tr></table></div>
+        <div class="cell_output"><pre style="overflow-x:auto;white-space:pre">{"a printed line " * 30}</pre></div>"""))
     (html / "chapters" / "01_good.html").write_text(page("Good chapter", """
         <div class="cell_input"><div class="highlight"><pre style="overflow-x:auto">x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; x = 1; </pre></div></div>
         <div class="cell_output"><table><tr><th>variant</th><td>0.9120</td><td>0.8830</td></tr></table></div>
@@ -156,6 +157,7 @@ def test_browser_finds_the_defects_and_passes_the_good_page(site, tmp_path, caps
                       ("04_math_cdn", "math typesetter loaded from another host"),
                       ("05_two_search", "2 search boxes, not one"), ("06_wide", "main column overflows sideways"),
                       ("07_tables", "2 results table(s) not readable at a glance"),
+                      ("07_tables", "1 printed output(s) scroll sideways"),
                       ("search.html", "no results for")):
         assert any(bad in f and what in f for f in fails), (bad, what, fails)
     names = [p.relative_to(html) for p in tb.pages(html)]
