@@ -130,7 +130,7 @@ cfg
 # class, *footwear*; dress, bag and trouser stay on their own. The four tops are the classes that even
 # a classifier of whole, centred 28x28 images confuses most (chapter 2's per-class accuracies), and a
 # network that must also find their outlines in a short CPU run cannot separate them: with the ten
-# Fashion-MNIST classes, two of the tops stayed at an IoU of 0 in earlier `cpu` runs (not shown here). With groups the
+# Fashion-MNIST classes, some of the tops were never found in earlier `cpu` runs (not shown here). With groups the
 # question of the chapter, what a network does with *rare* classes, is not drowned by the question of
 # telling a shirt from a T-shirt. That makes **6 classes**, background included. The groups are drawn
 # with skewed frequencies (Zipf-like, $p_c \propto 1/\text{rank}^{2.5}$ in the order of
@@ -160,7 +160,7 @@ counts = pixel_counts(train.masks, K)
 freq = counts / counts.sum()
 weights = class_weights_from_frequencies(counts, power=0.5)
 fig, ax = plt.subplots(figsize=(7, 2.8))
-ax.bar(range(K), freq.numpy(), color=[f"C{i}" for i in range(K)])
+ax.bar(range(K), freq.numpy(), color=viz.mask_colors(K), edgecolor="0.5")  # the colours of every mask figure
 ax.set_yscale("log")
 ax.set_xticks(range(K), NAMES, rotation=40, ha="right", fontsize=8)
 ax.set(ylabel="fraction of pixels (log)", title="pixels per class, training canvases")
@@ -501,17 +501,21 @@ for label, (a, b, m) in BUDGET_PAIRS.items():
         diff, ci = interval(arm_a.values, arm_b.values, True, arm_a.seeds, arm_b.seeds)
         series[label].append((e, diff, ci))
         print(f"{label:>36} @{e} epochs: {format_difference(diff, ci)} (n={len(arm_a.values)})")
-viz.budget_plot(series, xlabel="epochs", ylabel="difference (points)");
+fig, axes = plt.subplots(2, 2, figsize=(8, 5.2))  # one panel per pair: their scales differ
+for ax, (label, points) in zip(axes.flat, series.items()):
+    viz.budget_plot({label: points}, xlabel="epochs", ylabel="difference (points)", ax=ax)
+    ax.set_xticks([cfg["short_epochs"], cfg["epochs"]])  # the two budgets trained, nothing in between
 
 # %% [markdown]
-# After one epoch every model is still close to labelling everything background or top (mIoU between
-# 0.07 and 0.23 in the runs printed by the experiment cell), and every difference is small: the network
+# After one epoch the four rows trained that briefly reach an mIoU of only 0.07–0.23 (the runs printed
+# by the experiment cell): almost no garment group other than top is found yet, and every difference is small: the network
 # without activations is even 3.1 points *ahead* of the standard model there. With three epochs:
 #
 # - the activation's difference is −3.1 at one epoch and +1.1 at three; both intervals span 0, so no
 #   trend with the budget is shown, and neither is near the report's 33 points after 40 epochs;
-# - Dice's deficit *grows* with the budget, from level (−1.0) to 7.0 points, an interval above 0: in
-#   this range Dice does not fail only early, it falls further behind as cross-entropy learns;
+# - Dice is level after one epoch (−1.0 [−6.4, +4.4]) and behind after three (+7.0 [+2.1, +11.8]): it
+#   does not only fail early; whether its deficit grows with the budget was not tested (the two
+#   intervals overlap);
 # - U-Net shows no overfitting at either budget: its train − test gap differs from the hourglass's by
 #   less than half a point, with intervals around 0. Overfitting needs a model that fits its training
 #   set, and at three epochs neither U-Net nor the hourglass does (training mAP at or below test mAP);
@@ -532,12 +536,13 @@ ax.barh(trio, [s.loc[v, "mIoU_mean"] for v in trio], xerr=[np.nan_to_num(s.loc[v
         color=["C3", "C1", "C0"])
 for i, v in enumerate(trio):
     ax.text(s.loc[v, "mIoU_mean"] + 0.01, i, f"{s.loc[v, 'mIoU_mean']:.3f}", va="center", fontsize=8)
+ax.set_yticks(range(3), ["FCN-32s-style\n(stride 16)", "DeepLabv3-style", std_name])
 ax.set(xlabel="test mIoU", xlim=(0, 1), title="one upsampling step vs atrous vs skips")
 fig.tight_layout()
 
 # %% [markdown]
 # FCN-32s sees the whole garment but decides on a 2x2 grid: every edge is a 16x16-pixel guess,
-# smoothed by the learned upsampling. DeepLabv3 stops pooling earlier and keeps a map twice as fine,
+# smoothed by the learned upsampling. DeepLabv3 stops down-sampling at 1/8 and keeps a map twice as fine,
 # while its atrous convolutions give it the receptive field that more pooling would have; its edges
 # are still 8-pixel guesses. The hourglass goes all the way back to full resolution, and its inter
 # skips hand the decoder the encoder's full-resolution detail. The mIoUs follow that order (0.243,
@@ -547,7 +552,7 @@ fig.tight_layout()
 #
 # ## Predictions over training
 #
-# The standard model's predictions on the same six test canvases after the first, a middle and the
+# The standard model's predictions (seed 0, one run) on the same six test canvases after the first, a middle and the
 # last epoch:
 
 # %%
@@ -584,12 +589,15 @@ slider
 
 # %%
 variants = list(VARIANTS)
-first = main.drop_duplicates("variant").set_index("variant")
+first = main.sort_values("seed").drop_duplicates("variant").set_index("variant")
 preds = torch.tensor([first.loc[v, "unseen"] for v in variants])
 fig = show_segmentations(test.images[-1:].expand(len(variants) + 1, -1, -1, -1),
                          {"prediction": torch.cat([test.masks[-1:], preds])}, NAMES, size=0.95)
 for ax, title in zip(fig.axes[:len(variants) + 1], ["ground truth"] + variants):
-    ax.set_title(textwrap.fill(title, 14), fontsize=6)
+    title = {"FCN-32s": "FCN-32s-style (stride 16)"}.get(title, title)
+    ax.set_title(textwrap.fill(title, 14, break_long_words=False), fontsize=6)
+fig.suptitle(f"seed {first['seed'].iloc[0]} of every row (single runs, shown, not judged)", fontsize=8)
+fig.tight_layout(rect=(0, 0.09, 1, 0.92))
 
 # %% [markdown]
 # ## Per-class IoU
@@ -628,7 +636,7 @@ pd.DataFrame({v: vals[order] for v, vals in iou.items()}, index=[NAMES[c] for c 
 # %%
 from sklearn.metrics import average_precision_score  # noqa: E402 (the cross-check only)
 
-fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.9), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.6), sharey=True)
 for ax, (row, file) in zip(axes, KEEP.items()):
     model = build_segmenter(configs[row]["arch"], **MODEL_DEFAULTS)
     model.load_state_dict(torch.load(MODELS / f"{file}.pt", weights_only=True))
@@ -671,18 +679,19 @@ viz.plot_confusion_matrix(cm, NAMES, normalize=True, title=f"{std_name}, test pi
 # paired 95% intervals over three seeds (numbers of the `cpu` run, in points of test mAP unless named).
 #
 # - **The standard model** reaches a test mIoU of 0.437 ± 0.018 over its seeds, but its WGAP varies from
-#   seed to seed (15.5 ± 6.6): with a third of a percent of the pixels, whether a run learns the rarest
-#   class at all is partly luck, and only several seeds can tell an effect from it.
-# - **Weighting the loss** (C23) pays on this imbalance: weighted cross-entropy beats plain on test mAP
+#   seed to seed (15.5 ± 6.6, from 7.9 to 20.1), and the worst class is not the same in every seed
+#   (trouser for seed 0, dress and bag for the others): a single seed cannot tell an effect from this
+#   spread.
+# - **Weighting the loss** (C23, inconclusive as a whole) pays on test mAP: weighted cross-entropy beats plain
 #   by 5.8 points, an interval above 0, and lifts the rare classes from an IoU of about 0 (above). On
 #   the WGAP itself its mean gain is larger (12.8 points) but so is its spread, and the interval
 #   reaches just below 0; whether the gain is largest on the worst group (WGAP gain minus mAP gain,
 #   +7.0) is inconclusive for the same reason.
-# - **Inter skips** (C24) are what brings detail back from the encoder: without them the test mAP
+# - **Inter skips** (C24, inconclusive: inter supported on test mAP, intra not shown) are what brings detail back from the encoder: without them the test mAP
 #   fell by 10.9 points (supported) and the mIoU by 10.8. Their WGAP gain (8.5) is inconclusive. That
 #   **intra** (residual) skips matter *little* (within ±2 points) is not shown: the interval of their
 #   difference is far wider than the margin, because one seed without them lost 11 points.
-# - **Without batch norm** (C25) the same schedule loses 19.7 points, more than the report's 7.8; its
+# - **Without batch norm** (C25, inconclusive: batch norm supported, activation not) the same schedule loses 19.7 points, more than the report's 7.8; its
 #   training loss starts at 4.5 and stays the highest of the six rows in the loss figure. **Without
 #   activations** the hourglass is *not* linear: its encoder down-samples with max-pooling, a
 #   non-linearity of its own (chapter 2 makes the same point), and it lost 1.1 points, an interval
@@ -690,15 +699,16 @@ viz.plot_confusion_matrix(cm, NAMES, normalize=True, title=f"{std_name}, test pi
 #   report's −33 appears with longer training is the `gpu` profile's question.
 # - **Dice alone** (C26) loses 7.0 points of test mAP (supported, far from the report's 55) and 14.6 of
 #   WGAP, while its mIoU (42.1) stays within 1.6 points of the standard model's: it optimizes an
-#   overlap, as IoU measures one, and gives no incentive for calibrated probabilities, which AP ranks.
+#   overlap, as IoU measures one, and gives no incentive to rank uncertain pixels well by their class
+#   score, which is what AP measures.
 # - **Wider beats deeper** (C27): Hourglass(2,64) − Hourglass(4,32) is +13.9 points (supported); the
 #   wider net gained 5.4 on the standard model and the deeper lost 8.5. On a 32x32 canvas every
 #   module's bottleneck is a 4x4 map, so more modules may only add depth that is hard to optimize
 #   in a short schedule (not measured at another budget). The single runs point the same way (Hourglass(1,32) +3.7, Hourglass(2,16) −7.1) and are
 #   not judged.
 # - **U-Net** (C28) shows no sign of overfitting here: its train − test gap is that of the hourglass within
-#   half a point at one epoch and at three (inconclusive; the interval, within ±2 points, excludes the
-#   report's +7), and its test mAP is 1.6 points lower,
+#   half a point at one epoch and at three (inconclusive; the interval at three epochs, [−2.1, +1.8],
+#   excludes the report's +7), and its test mAP is 1.6 points lower,
 #   an interval that spans 0. Both models' training mAP is still at or below their test mAP.
 # - **DeepLabv3 beats FCN-32s** (C29) by 12.8 points of mIoU (supported, similar in size to the source's 14.4),
 #   from scratch and without pretraining. **Poly-1** (C30) is ahead of weighted cross-entropy on mIoU
@@ -795,7 +805,8 @@ claims = [
           source="mIoU 0.7467 vs 0.6027: +14.4 points (seed 001 P3, pretrained backbones, one run)",
           budget=budget, section="sec-c29",
           comparisons=[vs("DeepLabv3-style", "FCN-32s", "mIoU", "DeepLabv3-style − FCN-32s", source_effect=14.4)],
-          note="both from scratch on 32x32 canvases, not pretrained.",
+          note="both from scratch on 32x32 canvases, not pretrained. The course's FCN-32s is FCN-32s-style: "
+               "four poolings leave a 2x2 map on the 32x32 canvas (stride 16, not 32), upsampled in one step.",
           extra={"mIoU DeepLabv3-style": float(means.loc["DeepLabv3-style", "mIoU"]),
                  "mIoU FCN-32s": float(means.loc["FCN-32s", "mIoU"])}),
     Claim("C30", "Poly-1 helps under class imbalance",
@@ -827,7 +838,7 @@ save_claims("06", claims);
 #    rarest group's weight exceed the background's, here and in the chapter's canvases?
 
 # %% tags=["solution", "hide-input"]
-# Solutions 2 and 3, checked with the course's functions.
+# Solutions 2, 3, 5 and 6, checked with the course's functions (nothing is trained).
 for gamma in (1.0, 0.5):
     wts = class_weights_from_frequencies(torch.tensor([900, 90, 10]), power=gamma)
     print(f"gamma {gamma}: weights {[round(v, 3) for v in wts.tolist()]}, rare / background {wts[2] / wts[0]:.1f}x")
@@ -836,6 +847,14 @@ constant = torch.full((len(train.masks), K, *train.masks.shape[1:]), 1 / K)  # t
 print(f"all background: pixel accuracy {(train.masks == 0).float().mean():.3f}, "
       f"mIoU {mean_iou(all_bg, train.masks, K):.3f}, "
       f"WGAP with constant scores {worst_group_ap(constant, train.masks):.4f}")
+# Solution 5: on the 4x4 map of a 32x32 canvas, is each ASPP branch's 3x3 atrous conv just its centre tap (a 1x1 conv)?
+wide = DeepLabV3(32, rates=(1, 2, 6, 12), num_classes=K).eval()  # untrained: the question is about geometry
+with torch.no_grad():
+    feats = wide.forward_features(test.images[:8].float() / 255)
+    for r, branch in zip((1, 2, 6, 12), wide.aspp.convs[1:]):
+        conv = branch[0]  # torchvision's ASPPConv: Conv2d(padding=rate, dilation=rate), BN, ReLU
+        same = torch.allclose(conv(feats), F.conv2d(feats, conv.weight[:, :, 1:2, 1:2]), atol=1e-5)
+        print(f"map {tuple(feats.shape[-2:])}, rate {r:>2}: equal to its centre tap alone (1x1): {same}")
 # Solution 6: the pixel shares and weights of a milder draw (no training needed).
 mild = FashionCanvas.from_fashion_mnist("train", **canvas_args, class_freq=zipf_frequencies(5, 1.5))
 mild_counts = pixel_counts(mild.generate(cfg["train"], seed=0).masks, K)
@@ -866,8 +885,9 @@ print(f"rarest / background weight: milder draw {mild_weights[-1] / mild_weights
 # (for $\epsilon = 1$): the model keeps sharpening confident pixels instead of spending its whole
 # gradient on the hardest ones.
 #
-# **5.** (By reasoning from the code, not run here.) On a 4x4 map, a rate-6 3x3 convolution's outer taps all fall in the zero padding, so it is a
-# 1x1 convolution (section 3.3 of the DeepLabv3 paper): larger rates need larger maps, which is why the
+# **5.** On a 4x4 map, a rate-6 3x3 convolution's outer taps all fall in the zero padding, so it is a
+# 1x1 convolution: the printout checks it on the feature maps of eight test canvases, for rates 6 and 12
+# (equal to the centre tap alone) against rates 1 and 2 (not equal) (section 3.3 of the DeepLabv3 paper): larger rates need larger maps, which is why the
 # rates are scaled down with the canvas.
 #
 # **6.** The printout above gives the shares and weights: with exponent 1.5 the rarest group, trouser,

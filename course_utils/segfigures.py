@@ -68,7 +68,7 @@ def plot_pr_curves(curves: Sequence, ap: Sequence[float], class_names: Sequence[
                 label=f"{class_names[c]} (AP {ap[c]:.2f})" + (", worst" if c == worst else ""), gid="pr")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left", framealpha=0.8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)  # off the curves
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

@@ -49,6 +49,18 @@ def cut_patch(image: torch.Tensor, box: tuple[int, int, int, int], fill: float =
     return padded[:, top + pad[2]:bottom + pad[2], left + pad[0]:right + pad[0]]
 
 
+def _filter_responses(model: nn.Module, layer_name: str, filter_idx: int, images: torch.Tensor, batch_size: int):
+    """Yield ``(start, response)`` per batch: channel ``filter_idx`` of ``layer_name`` as ``(b, h, w)`` on the CPU,
+    in eval mode without gradients; a clear error when the layer has no such channel."""
+    layer = model.get_submodule(layer_name)
+    with eval_mode(model), torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            out = _run_to(model, layer, images[s:s + batch_size])
+            if not 0 <= filter_idx < out.shape[1]:
+                raise ValueError(f"{layer_name} has {out.shape[1]} channels; filter_idx={filter_idx} is out of range")
+            yield s, out[:, filter_idx].float().cpu()
+
+
 def top_activating_patches(model: nn.Module, layer_name: str, filter_idx: int, images: torch.Tensor, k: int = 5,
                            batch_size: int = 256, fill: float = 0.0) -> TopPatches:
     """The ``k`` largest values of channel ``filter_idx`` of ``layer_name`` over all images and positions,
@@ -58,20 +70,14 @@ def top_activating_patches(model: nn.Module, layer_name: str, filter_idx: int, i
         images: ``(N, C, H, W)``, as the model expects them (e.g. normalised); patches are cut from them.
         fill: the value of pixels outside the image (0 = the zero padding the convs saw, for normalised inputs).
     """
-    layer = model.get_submodule(layer_name)
     field = receptive_field(model, layer_name)
     best_v, best_i = torch.empty(0), torch.empty(0, dtype=torch.long)
-    with eval_mode(model), torch.no_grad():
-        for s in range(0, len(images), batch_size):
-            out = _run_to(model, layer, images[s:s + batch_size])
-            if not 0 <= filter_idx < out.shape[1]:
-                raise ValueError(f"{layer_name} has {out.shape[1]} channels; filter_idx={filter_idx} is out of range")
-            resp = out[:, filter_idx].float().cpu()  # (b, h, w)
-            h, w = resp.shape[1:]
-            v, i = resp.flatten().topk(min(k, resp.numel()))
-            v, i = torch.cat([best_v, v]), torch.cat([best_i, i + s * h * w])  # flat index over (N, h, w)
-            order = v.sort(descending=True, stable=True).indices[:k]
-            best_v, best_i = v[order], i[order]
+    for s, resp in _filter_responses(model, layer_name, filter_idx, images, batch_size):
+        h, w = resp.shape[1:]
+        v, i = resp.flatten().topk(min(k, resp.numel()))
+        v, i = torch.cat([best_v, v]), torch.cat([best_i, i + s * h * w])  # flat index over (N, h, w)
+        order = v.sort(descending=True, stable=True).indices[:k]
+        best_v, best_i = v[order], i[order]
     n, rest = best_i // (h * w), best_i % (h * w)
     positions = torch.stack([rest // w, rest % w], 1)
     boxes = torch.tensor([field.box(int(r), int(c)) for r, c in positions]).reshape(-1, 4)
@@ -189,22 +195,16 @@ def border_share(model: nn.Module, layer_name: str, filter_idx: int, images: tor
 
     Returns ``(share of the response, share of the units)``.
     """
-    layer = model.get_submodule(layer_name)
     field = receptive_field(model, layer_name)
     H, W = images.shape[-2:]
     total, border, mask = 0.0, 0.0, None
-    with eval_mode(model), torch.no_grad():
-        for s in range(0, len(images), batch_size):
-            out = _run_to(model, layer, images[s:s + batch_size])
-            if not 0 <= filter_idx < out.shape[1]:
-                raise ValueError(f"{layer_name} has {out.shape[1]} channels; filter_idx={filter_idx} is out of range")
-            resp = out[:, filter_idx].float().cpu()  # (b, h, w)
-            if mask is None:
-                h, w = resp.shape[1:]
-                boxes = torch.tensor([field.box(r, c) for r in range(h) for c in range(w)]).reshape(h, w, 4)
-                mask = (boxes[..., 0] < 0) | (boxes[..., 1] < 0) | (boxes[..., 2] > H) | (boxes[..., 3] > W)
-            total += float(resp.sum())
-            border += float(resp[:, mask].sum())
+    for _, resp in _filter_responses(model, layer_name, filter_idx, images, batch_size):
+        if mask is None:
+            h, w = resp.shape[1:]
+            boxes = torch.tensor([field.box(r, c) for r in range(h) for c in range(w)]).reshape(h, w, 4)
+            mask = (boxes[..., 0] < 0) | (boxes[..., 1] < 0) | (boxes[..., 2] > H) | (boxes[..., 3] > W)
+        total += float(resp.sum())
+        border += float(resp[:, mask].sum())
     return (border / total if total > 0 else float("nan")), float(mask.float().mean())
 
 
