@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from course_utils.viz import mask_colors
+
 __all__ = ["plot_loss_curves", "plot_pr_curves"]
 
 
@@ -49,7 +51,8 @@ def plot_pr_curves(curves: Sequence, ap: Sequence[float], class_names: Sequence[
     """Per-class precision-recall curves (``metrics.precision_recall_curves``), AP per class in the legend.
 
     ``curves[c]`` is ``(precision, recall)`` or ``None`` (a class without positives, left out); the class with
-    the smallest AP, the worst group, is drawn thicker and named so in the legend."""
+    the smallest AP, the worst group, is drawn thicker and named so in the legend. Each class has the colour
+    ``viz.mask_colors`` gives it in the segmentation figures (background black)."""
     if not (len(curves) == len(ap) == len(class_names)):
         raise ValueError(f"curves, ap and class_names must have one entry per class, got {len(curves)}, "
                          f"{len(ap)} and {len(class_names)}")
@@ -57,6 +60,7 @@ def plot_pr_curves(curves: Sequence, ap: Sequence[float], class_names: Sequence[
     if not present:
         raise ValueError("no class has positive pixels: nothing to draw")
     worst = min(present, key=lambda c: ap[c])
+    colors = mask_colors(len(curves))  # each class in the colour of the mask figures
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.6, 3.6))
     fig = ax.figure
@@ -64,7 +68,7 @@ def plot_pr_curves(curves: Sequence, ap: Sequence[float], class_names: Sequence[
         precision, recall = (np.asarray(v, dtype=float) for v in curves[c])
         # the step curve whose area is AP: precision P_n held over (R_{n-1}, R_n]
         ax.step(np.concatenate([[0.0], recall]), np.concatenate([precision[:1], precision]), where="pre",
-                color=f"C{c % 10}", lw=2.6 if c == worst else 1.1,
+                color=colors[c], lw=2.6 if c == worst else 1.1,
                 label=f"{class_names[c]} (AP {ap[c]:.2f})" + (", worst" if c == worst else ""), gid="pr")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)

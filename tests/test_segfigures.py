@@ -9,6 +9,7 @@ import torch
 
 from course_utils.metrics import average_precision_per_class, precision_recall_curves
 from course_utils.segfigures import plot_loss_curves, plot_pr_curves
+from course_utils.viz import mask_colors
 
 
 def test_loss_curves_draw_train_solid_and_val_dashed_per_run():
@@ -35,6 +36,8 @@ def test_pr_curves_mark_the_worst_class_and_show_its_ap():
     worst = int(np.argmin(ap))
     assert labels[worst].endswith(", worst") and f"AP {ap[worst]:.2f}" in labels[worst]
     assert sum(label.endswith("worst") for label in labels) == 1
+    lines = [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "pr"]
+    assert [matplotlib.colors.to_rgb(ln.get_color()) for ln in lines] == [tuple(c) for c in mask_colors(3)]
     plt.close(fig)
     with pytest.raises(ValueError, match="one entry per class"):
         plot_pr_curves(curves, ap[:2], ["bg", "a", "b"])
